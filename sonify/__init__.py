@@ -1,0 +1,61 @@
+"""sonify: hear your neural network train.
+
+Each optimizer step, sonify records the gradient norm of every layer and
+plays it as a short tone whose pitch follows the norm: one tone per layer, a
+short silence between steps. Exploding gradients rise in pitch; NaN and Inf
+sound an alarm.
+
+Examples
+--------
+>>> import sonify
+>>> with sonify.Sonifier(model, optimizer, out="audio_out/run.wav"):   # doctest: +SKIP
+...     train()                                                        # unchanged loop
+>>> log = sonify.load_norms("audio_out/run.norms.csv")                 # doctest: +SKIP
+>>> sonify.render(log, "audio_out/run-linear.wav",
+...               sound=sonify.SoundSettings(mapping="linear"))        # doctest: +SKIP
+
+``import sonify`` does not import torch (so ``sonify render`` and the CLI's
+help are quick); :class:`Sonifier` imports it when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SonifyError, SonifyWarning
+from .mapping import LinearMap, LogMap, PitchMap, get_map
+from .record import NormLog, RunStats, load_norms
+from .render import RenderResult, SoundSettings, render
+from .synthesize import Synthesizer
+
+if TYPE_CHECKING:
+    from .sonifier import Sonifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sonifier",
+    "load_norms",
+    "render",
+    "SoundSettings",
+    "RenderResult",
+    "NormLog",
+    "RunStats",
+    "PitchMap",
+    "LinearMap",
+    "LogMap",
+    "get_map",
+    "Synthesizer",
+    "SonifyError",
+    "SonifyWarning",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Sonifier needs torch; importing it lazily keeps `import sonify` light.
+    if name == "Sonifier":
+        from .sonifier import Sonifier
+
+        return Sonifier
+    raise AttributeError(f"module 'sonify' has no attribute {name!r}")

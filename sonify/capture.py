@@ -1,0 +1,216 @@
+"""Find a model's layers and read their gradient norms once per step.
+
+Each step, the norms of all selected gradients are computed in one fused call
+(``torch._foreach_norm``), combined per layer on the device, and copied to
+the host **once**. On a GPU the copy is asynchronous into pinned memory and
+is picked up on a later step when its CUDA event has completed, so capture
+never makes the host wait for the device.
+
+Layer selection (``layers=``):
+
+* ``None``: every module that directly owns parameters, in registration
+  order, skipping modules whose parameters are all frozen;
+* a list of module names or glob patterns (``"conv1"``, ``"layer1.*"``); a
+  selected container (``"layer1"``) is one layer holding all its parameters;
+* a module type or tuple of types (``torch.nn.Conv2d``);
+* a callable ``(name, module) -> bool``.
+
+Parameter selection (``params=``): ``"all"``, ``"weight"`` (only parameters
+named ``weight``, as in the 2019 reference), or ``(name, parameter) -> bool``.
+A parameter shared by several modules belongs to the first one only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence, Union
+
+import numpy as np
+
+from ._errors import SonifyError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Layer", "LayerSelector", "ParamSelector", "select_layers", "GradientCapture"]
+
+LayerSelector = Union[None, Sequence[str], type, tuple, Callable[[str, "torch.nn.Module"], bool]]
+ParamSelector = Union[str, Callable[[str, "torch.nn.Parameter"], bool]]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One sounding voice: a name and the parameters whose gradients it sums."""
+
+    name: str
+    parameters: tuple["torch.nn.Parameter", ...]
+    parameter_names: tuple[str, ...]
+
+
+def select_layers(model: "torch.nn.Module", layers: LayerSelector = None, params: ParamSelector = "all") -> list[Layer]:
+    """The layers of ``model`` to record, in model order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    >>> [layer.name for layer in select_layers(net)]
+    ['0', '2']
+    >>> [layer.parameter_names for layer in select_layers(net, params="weight")]
+    [('0.weight',), ('2.weight',)]
+    """
+    keep_param = _param_filter(params)
+    modules = dict(model.named_modules())
+    chosen = _chosen_modules(modules, layers)
+    taken: set[int] = set()
+    result = []
+    for name in chosen:
+        module = modules[name]
+        recurse = layers is not None and not any(True for _ in module.parameters(recurse=False))
+        named = [
+            (f"{name}.{pname}" if name else pname, p)
+            for pname, p in module.named_parameters(recurse=recurse)
+            if keep_param(pname.rsplit(".", 1)[-1], p) and id(p) not in taken
+        ]
+        if not named or (layers is None and not any(p.requires_grad for _, p in named)):
+            continue
+        taken.update(id(p) for _, p in named)
+        result.append(Layer(name or type(model).__name__.lower(), tuple(p for _, p in named), tuple(n for n, _ in named)))
+    if not result:
+        raise SonifyError(
+            f"no layers with parameters match layers={_describe(layers)}, params={_describe(params)}; "
+            f"modules with parameters: {_module_names(modules)}"
+        )
+    return result
+
+
+def _param_filter(params: ParamSelector) -> Callable[[str, "torch.nn.Parameter"], bool]:
+    if callable(params):
+        return params
+    if params == "all":
+        return lambda name, p: True
+    if params == "weight":
+        return lambda name, p: name == "weight"
+    raise SonifyError(f"params={params!r} is not understood; use 'all', 'weight' or a function (name, param) -> bool")
+
+
+def _chosen_modules(modules: dict, layers: LayerSelector) -> list[str]:
+    import torch
+
+    if layers is None:
+        return [name for name, m in modules.items() if any(True for _ in m.parameters(recurse=False))]
+    if isinstance(layers, type) or (isinstance(layers, tuple) and all(isinstance(t, type) for t in layers)):
+        return [name for name, m in modules.items() if isinstance(m, layers)]
+    if callable(layers) and not isinstance(layers, torch.nn.Module):
+        return [name for name, m in modules.items() if layers(name, m)]
+    if isinstance(layers, str):
+        layers = [layers]
+    chosen: list[str] = []
+    for pattern in layers:
+        matches = [name for name in modules if name and fnmatch.fnmatchcase(name, pattern)]
+        if not matches:
+            raise SonifyError(f"no module named {pattern!r} in the model; modules with parameters: {_module_names(modules)}")
+        chosen.extend(name for name in matches if name not in chosen)
+    return chosen
+
+
+def _module_names(modules: dict, limit: int = 12) -> str:
+    names = [name for name, m in modules.items() if name and any(True for _ in m.parameters(recurse=False))]
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") if names else "(none)"
+
+
+def _describe(selector: object) -> str:
+    return getattr(selector, "__name__", None) or repr(selector)
+
+
+class GradientCapture:
+    """Compute per-layer gradient norms with one fused call and one host copy.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        From :func:`select_layers`.
+
+    Notes
+    -----
+    :meth:`submit` starts the computation for a step; :meth:`ready` returns
+    the steps whose norms have reached the host (on the CPU at once; on a GPU
+    once the copy's event has completed, typically a step later);
+    :meth:`drain` waits for all of them.
+    """
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self.layers = list(layers)
+        self._segments: dict[tuple, "torch.Tensor | None"] = {}
+        self._in_flight: deque = deque()
+
+    def submit(self, step: int) -> None:
+        """Start reading the current gradients as the norms of ``step``."""
+        import torch
+
+        grads, owners = [], []
+        for index, layer in enumerate(self.layers):
+            for parameter in layer.parameters:
+                grad = parameter.grad
+                if grad is not None:
+                    grads.append(grad.coalesce().values() if grad.is_sparse else grad)
+                    owners.append(index)
+        missing = np.ones(len(self.layers), dtype=bool)
+        missing[owners] = False
+        if not grads:
+            self._in_flight.append((step, np.zeros(len(self.layers), np.float32), missing, None))
+            return
+        with torch.no_grad():
+            device = grads[0].device
+            param_norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+            if any(n.device != device for n in param_norms):  # model split across devices
+                param_norms = [n.to(device, non_blocking=True) for n in param_norms]
+            stacked = torch.stack(param_norms)
+            segment = self._segment_index(tuple(owners), device)
+            if segment is None:  # exactly one gradient per layer, in order
+                layer_norms = stacked
+            else:
+                squares = torch.zeros(len(self.layers), dtype=torch.float32, device=device)
+                layer_norms = squares.index_add_(0, segment, stacked.square()).sqrt_()
+        if device.type == "cuda":
+            host = torch.empty(layer_norms.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(layer_norms, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(device))
+            self._in_flight.append((step, host, missing, event))
+        else:
+            self._in_flight.append((step, layer_norms.cpu().numpy(), missing, None))
+
+    def ready(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Steps whose norms are on the host, oldest first, without waiting."""
+        done = []
+        while self._in_flight and (self._in_flight[0][3] is None or self._in_flight[0][3].query()):
+            done.append(self._take())
+        return done
+
+    def drain(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """All submitted steps, waiting for the device where needed."""
+        done = []
+        while self._in_flight:
+            event = self._in_flight[0][3]
+            if event is not None:
+                event.synchronize()
+            done.append(self._take())
+        return done
+
+    def _take(self) -> tuple[int, np.ndarray, np.ndarray]:
+        step, norms, missing, _ = self._in_flight.popleft()
+        return step, (norms if isinstance(norms, np.ndarray) else norms.numpy()), missing
+
+    def _segment_index(self, owners: tuple, device: "torch.device") -> "torch.Tensor | None":
+        """Layer index of each gradient on ``device`` (cached; None when trivial)."""
+        key = (owners, device)
+        if key not in self._segments:
+            import torch
+
+            trivial = owners == tuple(range(len(self.layers)))
+            self._segments[key] = None if trivial else torch.tensor(owners, device=device)
+        return self._segments[key]

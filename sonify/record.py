@@ -1,0 +1,364 @@
+"""The norm log: the run's gradient norms on disk, the source of truth.
+
+A norm log is two files side by side:
+
+``<name>.norms.csv``
+    A header ``step,<layer 1>,<layer 2>,...`` and one row per optimizer step
+    (steps count from 1). A cell holds the L2 norm of the layer's gradient,
+    ``nan``/``inf`` when it was not finite, and is **empty** when the layer
+    had no gradient at that step (frozen or unused). Rows are appended in
+    whole lines and flushed at least once a second, so a killed run keeps
+    every row up to the last flush.
+``<name>.norms.json``
+    The run's metadata: layer names, settings, versions, and at the end a
+    summary. Optional: the CSV alone is a complete log.
+
+Both read without sonify::
+
+    >>> import csv, numpy as np                                  # doctest: +SKIP
+    >>> rows = list(csv.DictReader(open("run.norms.csv")))       # doctest: +SKIP
+    >>> norms = np.genfromtxt("run.norms.csv", delimiter=",", names=True)  # doctest: +SKIP
+
+(numpy reads empty cells as NaN; ``load_norms`` keeps them apart from real NaN.)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ._errors import SonifyError
+
+__all__ = ["NormLog", "NormLogWriter", "RunStats", "load_norms", "log_paths"]
+
+_LOG_SUFFIX = ".norms.csv"
+_META_SUFFIX = ".norms.json"
+
+
+def log_paths(base: str | os.PathLike) -> tuple[Path, Path]:
+    """CSV and JSON paths of the norm log that belongs to ``base``.
+
+    ``base`` may be the audio file (``run.wav``), the log (``run.norms.csv``)
+    or the bare stem (``run``).
+
+    Examples
+    --------
+    >>> [p.name for p in log_paths("audio_out/run.wav")]
+    ['run.norms.csv', 'run.norms.json']
+    """
+    path = Path(base)
+    name = path.name
+    for suffix in (_LOG_SUFFIX, _META_SUFFIX):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = path.stem if path.suffix.lower() in (".wav", ".flac", ".csv", ".json") else name
+    return path.with_name(name + _LOG_SUFFIX), path.with_name(name + _META_SUFFIX)
+
+
+class RunStats:
+    """Running totals of a run's norms: what the end-of-run summary reports.
+
+    Updated block by block, so it costs nothing to keep during training.
+
+    Examples
+    --------
+    >>> stats = RunStats(["a", "b"])
+    >>> stats.update(np.array([1, 2]), np.array([[0.5, np.nan], [2.0, 1.0]]), np.zeros((2, 2), bool))
+    >>> stats.steps, stats.nonfinite_steps, stats.first_nonfinite_step, stats.ranges()["a"]
+    (2, 1, 1, (0.5, 2.0))
+    """
+
+    def __init__(self, layer_names: Sequence[str]) -> None:
+        self.layer_names = tuple(layer_names)
+        count = len(self.layer_names)
+        self.steps = 0
+        self.last_step: int | None = None
+        self.nonfinite_steps = 0
+        self.first_nonfinite_step: int | None = None
+        self.first_nonfinite_layers: tuple[str, ...] = ()
+        self.missing_counts = np.zeros(count, dtype=np.int64)
+        self._low = np.full(count, np.inf)
+        self._high = np.full(count, -np.inf)
+
+    def update(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray) -> None:
+        """Add a block of rows."""
+        if len(steps) == 0:
+            return
+        finite = np.isfinite(norms)
+        bad_rows = np.flatnonzero((~finite & ~missing).any(axis=1))
+        if bad_rows.size and self.first_nonfinite_step is None:
+            first = bad_rows[0]
+            self.first_nonfinite_step = int(steps[first])
+            bad = ~finite[first] & ~missing[first]
+            self.first_nonfinite_layers = tuple(n for n, b in zip(self.layer_names, bad) if b)
+        self.nonfinite_steps += int(bad_rows.size)
+        self.missing_counts += missing.sum(axis=0)
+        self._low = np.fmin(self._low, np.where(finite, norms, np.inf).min(axis=0))
+        self._high = np.fmax(self._high, np.where(finite, norms, -np.inf).max(axis=0))
+        self.steps += len(steps)
+        self.last_step = int(steps[-1])
+
+    def ranges(self) -> dict[str, tuple[float, float] | None]:
+        """(min, max) of each layer's finite norms; None for a layer that had none."""
+        return {
+            name: (float(lo), float(hi)) if lo <= hi else None
+            for name, lo, hi in zip(self.layer_names, self._low, self._high)
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary."""
+        return {
+            "steps": self.steps,
+            "last_step": self.last_step,
+            "nonfinite_steps": self.nonfinite_steps,
+            "first_nonfinite_step": self.first_nonfinite_step,
+            "first_nonfinite_layers": list(self.first_nonfinite_layers),
+            "steps_without_gradient": dict(zip(self.layer_names, self.missing_counts.tolist())),
+            "norm_ranges": {k: list(v) if v else None for k, v in self.ranges().items()},
+        }
+
+
+@dataclass
+class NormLog:
+    """Gradient norms of a run, as arrays.
+
+    Attributes
+    ----------
+    norms : ndarray of float64, shape (steps, layers)
+        L2 norm per step and layer; NaN both where a norm was NaN and where a
+        layer had no gradient (tell them apart with ``missing``).
+    missing : ndarray of bool, same shape
+        True where the layer had no gradient at that step.
+    steps : ndarray of int64
+        Optimizer step of each row (from 1).
+    layer_names : tuple of str
+    metadata : dict
+        Contents of the JSON sidecar (empty when there is none).
+    path : Path or None
+        The CSV the log was read from.
+    """
+
+    norms: np.ndarray
+    missing: np.ndarray
+    steps: np.ndarray
+    layer_names: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def from_array(
+        cls, norms: Any, layer_names: Sequence[str] | None = None, metadata: dict | None = None
+    ) -> "NormLog":
+        """A log from a (steps, layers) array; NaN/Inf count as non-finite norms.
+
+        Examples
+        --------
+        >>> NormLog.from_array([[0.1, 2.0], [float("nan"), 1.0]]).layer_names
+        ('layer0', 'layer1')
+        """
+        values = np.asarray(norms, dtype=float)
+        if values.ndim == 1:
+            values = values[:, None]
+        if values.ndim != 2:
+            raise SonifyError(f"norms must be a (steps, layers) array; got shape {values.shape}")
+        names = tuple(layer_names) if layer_names is not None else tuple(f"layer{i}" for i in range(values.shape[1]))
+        if len(names) != values.shape[1]:
+            raise SonifyError(f"{len(names)} layer names given for {values.shape[1]} columns of norms")
+        return cls(
+            norms=values,
+            missing=np.zeros(values.shape, dtype=bool),
+            steps=np.arange(1, len(values) + 1, dtype=np.int64),
+            layer_names=names,
+            metadata=dict(metadata or {}),
+        )
+
+    @property
+    def nonfinite(self) -> np.ndarray:
+        """True where a recorded norm was NaN or infinite."""
+        return ~np.isfinite(self.norms) & ~self.missing
+
+    def stats(self) -> RunStats:
+        """Summary figures of the whole log (steps, NaN/Inf steps, norm ranges)."""
+        stats = RunStats(self.layer_names)
+        stats.update(self.steps, self.norms, self.missing)
+        return stats
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class NormLogWriter:
+    """Append rows of norms to a norm log.
+
+    Rows are written as whole lines by one ``write`` call per batch on an
+    unbuffered file, so the file never ends in half a row, even when the
+    process is killed.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The CSV path (``log_paths`` gives the conventional one).
+    layer_names : sequence of str
+    metadata : dict, optional
+        Written to the JSON sidecar at once; :meth:`close` adds a summary.
+    """
+
+    def __init__(self, path: str | os.PathLike, layer_names: Sequence[str], metadata: dict | None = None) -> None:
+        self.path = Path(path)
+        self.meta_path = log_paths(path)[1]
+        self.layer_names = tuple(layer_names)
+        self.metadata = {"layers": list(self.layer_names), **(metadata or {})}
+        self.rows = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise SonifyError(f"cannot write the norm log {self.path}: {exc.strerror}; choose another --out") from None
+        self._write(_format_rows([("step", *self.layer_names)]))
+        self.write_metadata()
+
+    def append(self, steps: Iterable[int], norms: np.ndarray, missing: np.ndarray) -> None:
+        """Append one row per step (``norms`` and ``missing`` shaped (rows, layers))."""
+        # str() of a float32 is its shortest round-trip text ("0.10008452", "nan", "inf").
+        cells = np.asarray(norms, dtype=np.float32)
+        rows = [
+            (step, *("" if gone else str(value) for value, gone in zip(row, gaps)))
+            for step, row, gaps in zip(steps.tolist(), cells, missing.tolist())
+        ]
+        if rows:
+            self._write(_format_rows(rows))
+            self.rows += len(rows)
+
+    def write_metadata(self, **extra: Any) -> None:
+        """Rewrite the JSON sidecar atomically with ``extra`` merged in."""
+        self.metadata.update(extra)
+        temporary = self.meta_path.with_name(self.meta_path.name + ".tmp")
+        temporary.write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
+        os.replace(temporary, self.meta_path)
+
+    def close(self) -> None:
+        """Close the CSV (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        while data:  # os.write may write less than asked (signals, full disk)
+            data = data[os.write(self._fd, data) :]
+
+
+def _format_rows(rows: list[tuple]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> NormLog:
+    """Read a norm log written by sonify (or any CSV of the same shape).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.norms.csv`` file, or the WAV / stem it belongs to.
+    drop_incomplete : bool
+        Ignore a last line that stops short (a file cut off by hand or by a
+        full disk) instead of raising.
+
+    Returns
+    -------
+    NormLog
+
+    Raises
+    ------
+    SonifyError
+        When the file is missing, unreadable or malformed; the message names
+        the file and line.
+
+    Examples
+    --------
+    >>> log = load_norms("audio_out/run.norms.csv")   # doctest: +SKIP
+    >>> log.norms.shape, log.layer_names               # doctest: +SKIP
+    ((200, 4), ('conv1', 'conv2', 'fc1', 'fc2'))
+    """
+    csv_path, meta_path = _resolve_log(Path(path))
+    try:
+        text = csv_path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not a text file"
+        raise SonifyError(f"cannot read norm log {csv_path}: {reason}") from None
+    lines = text.splitlines()
+    if not lines:
+        raise SonifyError(f"{csv_path}: the file is empty; it is not a norm log")
+    records = list(csv.reader(lines))
+    header = records[0]
+    if len(header) < 2 or header[0].strip().lower() != "step":
+        raise SonifyError(f"{csv_path}:1: expected a header 'step,<layer>,...'; this is not a norm log")
+    names = tuple(header[1:])
+    if len(set(names)) != len(names) or not all(names):
+        raise SonifyError(f"{csv_path}:1: layer names in the header must be unique and non-empty")
+    body = records[1:]
+    if body and not text.endswith("\n") and len(body[-1]) != len(header):
+        if not drop_incomplete:
+            raise SonifyError(
+                f"{csv_path}:{len(lines)}: last line is incomplete ({len(body[-1])} of {len(header)} fields); "
+                "pass --drop-incomplete (drop_incomplete=True) to ignore it"
+            )
+        body = body[:-1]
+    steps = np.empty(len(body), dtype=np.int64)
+    norms = np.empty((len(body), len(names)))
+    missing = np.zeros(norms.shape, dtype=bool)
+    for index, record in enumerate(body):
+        line = index + 2
+        if len(record) != len(header):
+            raise SonifyError(
+                f"{csv_path}:{line}: expected {len(header)} fields (step + {len(names)} layers), found {len(record)}"
+            )
+        try:
+            steps[index] = int(record[0])
+            for column, cell in enumerate(record[1:]):
+                if cell.strip():
+                    norms[index, column] = float(cell)
+                else:
+                    norms[index, column] = math.nan
+                    missing[index, column] = True
+        except ValueError:
+            raise SonifyError(f"{csv_path}:{line}: not a number in {record!r}") from None
+        if index and steps[index] <= steps[index - 1]:
+            raise SonifyError(f"{csv_path}:{line}: step {steps[index]} does not follow step {steps[index - 1]}")
+    if (norms[~missing] < 0).any():
+        raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
+    return NormLog(norms, missing, steps, names, _read_metadata(meta_path), csv_path)
+
+
+def _resolve_log(path: Path) -> tuple[Path, Path]:
+    if path.suffix.lower() == ".csv":
+        return path, log_paths(path)[1]
+    csv_path, meta_path = log_paths(path)
+    if not csv_path.exists() and not path.exists():
+        raise SonifyError(f"norm log {path} does not exist; give the .norms.csv written by a run")
+    if not csv_path.exists():
+        raise SonifyError(f"{path} has no norm log beside it ({csv_path.name}); give the .norms.csv file")
+    return csv_path, meta_path
+
+
+def _read_metadata(meta_path: Path) -> dict[str, Any]:
+    if not meta_path.exists():
+        return {}
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SonifyError(f"cannot read run metadata {meta_path}: {exc}; fix or delete the file") from None
+    if not isinstance(metadata, dict):
+        raise SonifyError(f"{meta_path}: expected a JSON object; fix or delete the file")
+    return metadata

@@ -1,0 +1,223 @@
+"""From norms to an audio file: map -> synthesize -> output, block by block.
+
+:class:`SoundSettings` holds every choice about the sound; :func:`render`
+turns a recorded norm log into a WAV or FLAC file without torch.
+
+Examples
+--------
+>>> import sonify
+>>> sonify.render("audio_out/run.norms.csv", "audio_out/run-linear.wav",
+...               sound=sonify.SoundSettings(mapping="linear"))      # doctest: +SKIP
+RenderResult(path=PosixPath('audio_out/run-linear.wav'), steps=200, ...)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ._errors import SonifyError
+from .mapping import PitchMap, get_map
+from .output import AudioFileWriter
+from .record import NormLog, load_norms
+from .synthesize import Synthesizer
+
+__all__ = ["SoundSettings", "RenderResult", "render"]
+
+#: Steps synthesized per block: ~1 minute of audio for 4 layers, ~10 MB.
+BLOCK_STEPS = 1024
+
+
+@dataclass(frozen=True)
+class SoundSettings:
+    """How norms sound.
+
+    Attributes
+    ----------
+    mapping : str or PitchMap
+        ``"log"`` (default) or ``"linear"`` (the 2019 reference), or a map.
+    norm_range : (float, float) or "auto", optional
+        Norms at the bottom and top of the ``log`` map's pitch range;
+        ``"auto"`` fits them to the run (only when the whole run is known,
+        i.e. when rendering a log).
+    scale : str, optional
+        Snap pitches to ``"chromatic"``, ``"major"``, ``"minor"`` or ``"pentatonic"``.
+    sample_rate : int
+    tone_duration : float
+        Seconds per tone (one tone per layer per step).
+    gap : float, optional
+        Seconds of silence after each step (two tone lengths by default).
+    amplitude : float
+        Peak amplitude of a tone.
+    fade : float
+        Seconds of raised-cosine fade at each tone edge.
+    sample_format : str
+        ``"float"`` (32-bit float WAV), ``"pcm16"`` or ``"pcm24"``.
+    """
+
+    mapping: str | PitchMap = "log"
+    norm_range: tuple[float, float] | str | None = None
+    scale: str | None = None
+    sample_rate: int = 44100
+    tone_duration: float = 0.01
+    gap: float | None = None
+    amplitude: float = 0.1
+    fade: float = 0.002
+    sample_format: str = "float"
+
+    def pitch_map(self, norms: np.ndarray | None = None) -> PitchMap:
+        """The pitch map, fitted to ``norms`` when ``norm_range="auto"``."""
+        auto = isinstance(self.norm_range, str)
+        if auto and self.norm_range != "auto":
+            raise SonifyError(f"norm range {self.norm_range!r} is invalid; give 'auto' or two numbers LOW:HIGH")
+        pitch_map = get_map(self.mapping, norm_range=None if auto else self.norm_range, scale=self.scale)
+        if auto:
+            if norms is None:
+                raise SonifyError(
+                    "norm range 'auto' needs the whole run; use fixed bounds while recording "
+                    "and 'sonify render --norm-range auto' afterwards"
+                )
+            pitch_map = pitch_map.fit(norms)
+        return pitch_map
+
+    def synthesizer(self, n_voices: int) -> Synthesizer:
+        """A synthesizer with these settings."""
+        return Synthesizer(
+            n_voices,
+            sample_rate=self.sample_rate,
+            tone_duration=self.tone_duration,
+            gap=self.gap,
+            amplitude=self.amplitude,
+            fade=self.fade,
+        )
+
+    def describe(self, pitch_map: PitchMap | None = None) -> dict[str, Any]:
+        """JSON-friendly settings (with the map actually used)."""
+        settings = asdict(self)
+        settings["mapping"] = (pitch_map or self.pitch_map(np.ones(1))).describe()
+        return settings
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What :func:`render` wrote."""
+
+    path: Path
+    steps: int
+    duration: float
+    nonfinite_steps: int
+
+
+class _AudioPipeline:
+    """Pitch map, synthesizer and file writer for one run's audio."""
+
+    def __init__(self, sound: SoundSettings, n_voices: int, path: str | os.PathLike, pitch_map: PitchMap) -> None:
+        self.pitch_map = pitch_map
+        self.synth = sound.synthesizer(n_voices)
+        self.writer = AudioFileWriter(path, sound.sample_rate, sample_format=sound.sample_format)
+
+    def feed(self, norms: np.ndarray, missing: np.ndarray) -> None:
+        """Synthesize and write a block of steps, in the calling thread."""
+        self.writer.write(self.synth.synthesize(self.pitch_map(norms), missing))
+
+    def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, np.ndarray]], workers: int | None = None) -> None:
+        """Synthesize many blocks on a thread pool, writing them in order.
+
+        Planning (pitches, phases) is sequential and cheap; filling samples
+        runs on ``workers`` threads (NumPy releases the GIL) while this thread
+        writes finished blocks, so file writing and synthesis overlap. A few
+        buffers are recycled, so memory stays flat.
+        """
+        workers = workers or min(4, os.cpu_count() or 1)
+        spare: list[np.ndarray] = []
+        pending: deque = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="sonify-synth") as pool:
+            for norms, missing in blocks:
+                plan = self.synth.plan(self.pitch_map(norms), missing)
+                size = len(norms) * self.synth.step_samples
+                buffer = spare.pop() if spare and spare[-1].size >= size else np.empty(size, np.float32)
+                pending.append((pool.submit(self.synth.fill, plan, buffer), buffer))
+                if len(pending) > workers:
+                    spare.append(self._write_next(pending))
+            while pending:
+                self._write_next(pending)
+
+    def _write_next(self, pending: deque) -> np.ndarray:
+        future, buffer = pending.popleft()
+        self.writer.write(future.result())
+        return buffer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def render(
+    source: NormLog | str | os.PathLike | np.ndarray | Sequence[Sequence[float]],
+    out: str | os.PathLike,
+    *,
+    sound: SoundSettings | None = None,
+    progress: bool = False,
+    drop_incomplete: bool = False,
+) -> RenderResult:
+    """Render recorded gradient norms to an audio file.
+
+    Parameters
+    ----------
+    source : NormLog, path or array
+        A norm log (or its path), or a (steps, layers) array of norms.
+    out : str or PathLike
+        ``.wav`` or ``.flac`` file to write.
+    sound : SoundSettings, optional
+        Mapping, timing and format; the defaults otherwise.
+    progress : bool
+        Show a progress bar (steps/s) on stderr.
+    drop_incomplete : bool
+        Passed to :func:`~sonify.load_norms` for a cut-off last line.
+
+    Returns
+    -------
+    RenderResult
+
+    Examples
+    --------
+    >>> import numpy as np, sonify
+    >>> result = sonify.render(np.array([[0.5, 2.0], [np.nan, 1.0]]), "/tmp/doc.wav")
+    >>> result.steps, result.nonfinite_steps
+    (2, 1)
+    """
+    sound = sound or SoundSettings()
+    if isinstance(source, NormLog):
+        log = source
+    elif isinstance(source, (str, os.PathLike)):
+        log = load_norms(source, drop_incomplete=drop_incomplete)
+    else:
+        log = NormLog.from_array(source)
+    pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms))
+    bar = _progress_bar(len(log), "render", enabled=progress)
+    try:
+        pipeline.feed_blocks(_blocks(log, bar))
+    finally:
+        bar.close()
+        pipeline.close()
+    return RenderResult(
+        Path(out), len(log), pipeline.writer.duration, int(log.nonfinite.any(axis=1).sum())
+    )
+
+
+def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(log), BLOCK_STEPS):
+        stop = min(start + BLOCK_STEPS, len(log))
+        yield log.norms[start:stop], log.missing[start:stop]
+        bar.update(stop - start)
+
+
+def _progress_bar(total: int | None, description: str, enabled: bool = True) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,268 @@
+"""``Sonifier``: attach to a training loop, record norms, write the sound.
+
+The training thread does as little as possible: at each optimizer step it
+launches one fused norm computation and one host copy (see
+:mod:`sonify.capture`) and hands the result to a queue. A background thread
+appends the rows to the norm log (flushed at least every ``flush_interval``
+seconds), synthesizes their audio and appends it to the WAV.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import os
+import queue
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import SonifyError, SonifyWarning
+from .capture import GradientCapture, LayerSelector, ParamSelector, select_layers
+from .mapping import PitchMap
+from .record import NormLogWriter, RunStats, log_paths
+from .render import SoundSettings, _AudioPipeline
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Sonifier", "DEFAULT_OUT_DIR"]
+
+#: Where files go when no path is given.
+DEFAULT_OUT_DIR = Path("audio_out")
+
+_CLOSE = object()
+
+
+class Sonifier:
+    """Record every layer's gradient norm at each optimizer step and sonify it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    optimizer : torch.optim.Optimizer, optional
+        Hooked with ``register_step_pre_hook``: every ``optimizer.step()``
+        records one row, with the gradients the step is about to apply. Without
+        an optimizer, call :meth:`step` after each backward pass.
+    out : str or PathLike, optional
+        The audio file (``.wav`` or ``.flac``). The norm log goes beside it
+        (``run.wav`` -> ``run.norms.csv`` + ``run.norms.json``). Default:
+        ``audio_out/sonify-<date>-<time>.wav``.
+    layers, params
+        Which layers sound and which of their parameters count; see
+        :func:`sonify.capture.select_layers`.
+    sound : SoundSettings, optional
+        Mapping, timing and sample format.
+    mapping : str or PitchMap, optional
+        Shortcut that overrides ``sound.mapping``.
+    audio : bool
+        Write the audio file (the norm log is always written).
+    metadata : dict, optional
+        Extra settings stored in the log's JSON sidecar.
+    flush_interval : float
+        Longest time in seconds between writes of the norm log.
+
+    Examples
+    --------
+    >>> import torch, sonify
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> with sonify.Sonifier(model, opt, out="/tmp/doc-run.wav") as son:
+    ...     for _ in range(3):
+    ...         opt.zero_grad()
+    ...         model(torch.randn(16, 4)).square().mean().backward()
+    ...         opt.step()
+    >>> son.stats.steps
+    3
+    """
+
+    def __init__(
+        self,
+        model: "torch.nn.Module",
+        optimizer: "torch.optim.Optimizer | None" = None,
+        *,
+        out: str | os.PathLike | None = None,
+        layers: LayerSelector = None,
+        params: ParamSelector = "all",
+        sound: SoundSettings | None = None,
+        mapping: str | PitchMap | None = None,
+        audio: bool = True,
+        metadata: dict[str, Any] | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
+        import torch
+
+        from . import __version__
+
+        self.layers = select_layers(model, layers, params)
+        self.layer_names = [layer.name for layer in self.layers]
+        self.sound = sound or SoundSettings()
+        if mapping is not None:
+            self.sound = SoundSettings(**{**self.sound.__dict__, "mapping": mapping})
+        self.audio_path = Path(out) if out is not None else _default_out()
+        self.log_path, self.meta_path = log_paths(self.audio_path)
+        pitch_map = self.sound.pitch_map()
+        self._writer = NormLogWriter(
+            self.log_path,
+            self.layer_names,
+            {
+                "created": _dt.datetime.now().isoformat(timespec="seconds"),
+                "sonify": __version__,
+                "torch": torch.__version__,
+                "model": type(model).__name__,
+                "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+                "parameters": {layer.name: list(layer.parameter_names) for layer in self.layers},
+                "sound": self.sound.describe(pitch_map),
+                "audio": str(self.audio_path) if audio else None,
+                **(metadata or {}),
+            },
+        )
+        self._audio = _AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map) if audio else None
+        self.stats = RunStats(self.layer_names)
+        self._capture = GradientCapture(self.layers)
+        self._steps = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._failure: BaseException | None = None
+        self._failure_reported = False
+        self._flush_interval = flush_interval
+        self._hook = optimizer.register_step_pre_hook(self._on_optimizer_step) if optimizer is not None else None
+        self._closed = False
+        self._thread = threading.Thread(target=self._record_loop, name="sonify-recorder", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- training thread -------------------------------------------------
+    def step(self) -> None:
+        """Record the current gradients as one step (for loops without an optimizer)."""
+        if self._hook is not None:
+            raise SonifyError(
+                "this Sonifier records at every optimizer.step() already; call son.step() only "
+                "when no optimizer was given"
+            )
+        self._record()
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._record()
+
+    def _record(self) -> None:
+        if self._closed:
+            raise SonifyError("this Sonifier is closed; create a new one to record more steps")
+        if self._failure is not None:
+            self._report_failure()
+            return
+        self._steps += 1
+        self._capture.submit(self._steps)
+        for item in self._capture.ready():
+            self._queue.put(item)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps recorded so far."""
+        return self._steps
+
+    # -- recorder thread -------------------------------------------------
+    def _record_loop(self) -> None:
+        pending: list = []
+        deadline = time.monotonic() + self._flush_interval
+        closing = False
+        while not closing:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                if item is _CLOSE:
+                    closing = True
+                else:
+                    pending.append(item)
+                    if time.monotonic() < deadline:
+                        continue
+            except queue.Empty:
+                pass
+            if pending and self._failure is None:
+                try:
+                    self._write(pending)
+                except BaseException as exc:  # disk full, file removed...: keep training going
+                    self._failure = exc
+            pending = []
+            deadline = time.monotonic() + self._flush_interval
+
+    def _write(self, items: list) -> None:
+        steps = np.fromiter((item[0] for item in items), dtype=np.int64, count=len(items))
+        norms = np.stack([item[1] for item in items]).astype(np.float64)
+        missing = np.stack([item[2] for item in items])
+        first_bad = self.stats.first_nonfinite_step
+        new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
+        self.stats.update(steps, norms, missing)
+        self._writer.append(steps, norms, missing)
+        if self._audio is not None:
+            self._audio.feed(norms, missing)
+        if first_bad is None and self.stats.first_nonfinite_step is not None:
+            warnings.warn(
+                f"step {self.stats.first_nonfinite_step}: gradient norm of "
+                f"{', '.join(self.stats.first_nonfinite_layers)} is NaN/Inf; the alarm sounds at each such step "
+                "and the summary counts them",
+                SonifyWarning,
+                stacklevel=1,
+            )
+        for name in np.asarray(self.layer_names)[new_missing]:
+            warnings.warn(
+                f"layer {name!r} has no gradient (frozen or unused); it is logged as an empty cell and "
+                "sounds as a rest; select other layers to silence this warning",
+                SonifyWarning,
+                stacklevel=1,
+            )
+
+    def _report_failure(self) -> None:
+        if not self._failure_reported:
+            self._failure_reported = True
+            warnings.warn(
+                f"recording stopped after step {self.stats.last_step or 0}: {self._failure}; "
+                "training continues without sonify",
+                SonifyWarning,
+                stacklevel=3,
+            )
+
+    # -- closing ---------------------------------------------------------
+    def close(self) -> RunStats:
+        """Detach from the optimizer, write everything out and close the files.
+
+        Safe to call more than once. Returns the run's :class:`~sonify.record.RunStats`.
+        """
+        if self._closed:
+            return self.stats
+        self._closed = True
+        atexit.unregister(self.close)
+        if self._hook is not None:
+            self._hook.remove()
+        for item in self._capture.drain():
+            self._queue.put(item)
+        self._queue.put(_CLOSE)
+        self._thread.join()
+        self._writer.close()
+        if self._audio is not None:
+            self._audio.close()
+        if self._failure is not None:
+            self._report_failure()
+        self._writer.write_metadata(summary=self.stats.as_dict(), closed=True)
+        return self.stats
+
+    @property
+    def files(self) -> list[Path]:
+        """The files this Sonifier writes."""
+        return [self.log_path, self.meta_path] + ([self.audio_path] if self._audio is not None else [])
+
+    def __enter__(self) -> "Sonifier":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "recording"
+        return f"<Sonifier {state}: {len(self.layers)} layers, {self._steps} steps -> {self.audio_path}>"
+
+
+def _default_out() -> Path:
+    return DEFAULT_OUT_DIR / f"sonify-{_dt.datetime.now():%Y%m%d-%H%M%S}.wav"
