@@ -5,14 +5,15 @@ plays it as a short tone whose pitch follows the norm: one tone per layer, a
 short silence between steps. Exploding gradients rise in pitch; NaN and Inf
 sound an alarm.
 
-Examples
---------
->>> import sonify
->>> with sonify.Sonifier(model, optimizer, out="audio_out/run.wav"):   # doctest: +SKIP
-...     train()                                                        # unchanged loop
->>> log = sonify.load_norms("audio_out/run.norms.csv")                 # doctest: +SKIP
->>> sonify.render(log, "audio_out/run-linear.wav",
-...               sound=sonify.SoundSettings(mapping="linear"))        # doctest: +SKIP
+Attach it to any loop (nothing else changes)::
+
+    with sonify.Sonifier(model, optimizer, out="audio_out/run.wav"):
+        train()
+
+and re-render the recorded norms with other settings later::
+
+    log = sonify.load_norms("audio_out/run.norms.csv")
+    sonify.render(log, "audio_out/run-linear.wav", sound=sonify.SoundSettings(mapping="linear"))
 
 ``import sonify`` does not import torch (so ``sonify render`` and the CLI's
 help are quick); :class:`Sonifier` imports it when first used.

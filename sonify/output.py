@@ -7,9 +7,12 @@ written incrementally, block by block, so memory does not grow with the run.
 
 Examples
 --------
->>> import numpy as np
->>> with AudioFileWriter("/tmp/sonify-doctest.wav", 44100) as wav:   # doctest: +SKIP
+>>> import numpy as np, tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "tone.wav"
+>>> with AudioFileWriter(path, 44100) as wav:
 ...     wav.write(np.zeros(441, dtype=np.float32))
+>>> wav.frames
+441
 """
 
 from __future__ import annotations

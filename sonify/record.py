@@ -15,9 +15,9 @@ A norm log is two files side by side:
 
 Both read without sonify::
 
-    >>> import csv, numpy as np                                  # doctest: +SKIP
-    >>> rows = list(csv.DictReader(open("run.norms.csv")))       # doctest: +SKIP
-    >>> norms = np.genfromtxt("run.norms.csv", delimiter=",", names=True)  # doctest: +SKIP
+    import csv, numpy as np
+    rows = list(csv.DictReader(open("run.norms.csv")))
+    norms = np.genfromtxt("run.norms.csv", delimiter=",", names=True)
 
 (numpy reads empty cells as NaN; ``load_norms`` keeps them apart from real NaN.)
 """
@@ -287,9 +287,11 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
 
     Examples
     --------
-    >>> log = load_norms("audio_out/run.norms.csv")   # doctest: +SKIP
-    >>> log.norms.shape, log.layer_names               # doctest: +SKIP
-    ((200, 4), ('conv1', 'conv2', 'fc1', 'fc2'))
+    A log of the reference experiment::
+
+        log = load_norms("audio_out/run.norms.csv")
+        log.norms.shape      # (200, 4)
+        log.layer_names      # ('conv1', 'conv2', 'fc1', 'fc2')
     """
     csv_path, meta_path = _resolve_log(Path(path))
     try:

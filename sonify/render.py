@@ -3,12 +3,10 @@
 :class:`SoundSettings` holds every choice about the sound; :func:`render`
 turns a recorded norm log into a WAV or FLAC file without torch.
 
-Examples
---------
->>> import sonify
->>> sonify.render("audio_out/run.norms.csv", "audio_out/run-linear.wav",
-...               sound=sonify.SoundSettings(mapping="linear"))      # doctest: +SKIP
-RenderResult(path=PosixPath('audio_out/run-linear.wav'), steps=200, ...)
+For example, the same run with the reference experiment's linear map::
+
+    sonify.render("audio_out/run.norms.csv", "audio_out/run-linear.wav",
+                  sound=sonify.SoundSettings(mapping="linear"))
 """
 
 from __future__ import annotations

@@ -248,6 +248,10 @@ class Sonifier:
         self._writer.write_metadata(summary=self.stats.as_dict(), closed=True)
         return self.stats
 
+    def update_metadata(self, **values: Any) -> None:
+        """Add entries to the run's JSON sidecar (for example the final loss)."""
+        self._writer.write_metadata(**values)
+
     @property
     def files(self) -> list[Path]:
         """The files this Sonifier writes."""

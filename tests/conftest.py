@@ -1,0 +1,82 @@
+"""Shared fixtures.
+
+This machine's torchvision is a CUDA build beside a CPU torch: its compiled
+operators cannot load and ``import torchvision`` fails. The product detects
+that (tested in a subprocess); tests of the real torchvision MNIST loader use
+``working_torchvision``, which defines the two operator schemas torchvision
+checks at import so that its pure-Python parts (datasets) load. The
+workaround lives here only, never in the product.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def working_torchvision():
+    try:
+        import torchvision
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        import torch
+
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        library = torch.library.Library("torchvision", "DEF")
+        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        working_torchvision.library = library  # keep the definitions alive
+        import torchvision
+    return torchvision
+
+
+def run_sonify(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``sonify`` command line in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "sonify.cli", *args],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def decode_tones(audio: np.ndarray, sample_rate: int, n_voices: int, tone_samples: int, gap_samples: int) -> np.ndarray:
+    """Estimate the frequency of every tone slot from the samples alone.
+
+    Each slot's samples are windowed and zero-padded; the spectral peak is
+    refined by parabolic interpolation. Returns (steps, voices) in Hz.
+    """
+    step = n_voices * tone_samples + gap_samples
+    steps = len(audio) // step
+    slots = audio[: steps * step].reshape(steps, step)[:, : n_voices * tone_samples]
+    slots = slots.reshape(steps, n_voices, tone_samples) * np.hanning(tone_samples)
+    size = 1 << 16
+    spectrum = np.abs(np.fft.rfft(slots, n=size, axis=-1))
+    peak = spectrum.argmax(axis=-1)
+    peak = np.clip(peak, 1, spectrum.shape[-1] - 2)
+    left = np.take_along_axis(spectrum, (peak - 1)[..., None], -1)[..., 0]
+    middle = np.take_along_axis(spectrum, peak[..., None], -1)[..., 0]
+    right = np.take_along_axis(spectrum, (peak + 1)[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):  # silent slots
+        offset = np.nan_to_num(0.5 * (left - right) / (left - 2 * middle + right))
+    return (peak + offset) * sample_rate / size
+
+
+def spectral_peaks(slot: np.ndarray, sample_rate: int, threshold: float = 0.25) -> list[float]:
+    """Frequencies of the local maxima above ``threshold`` x the largest."""
+    size = 1 << 15
+    spectrum = np.abs(np.fft.rfft(slot * np.hanning(len(slot)), n=size))
+    top = spectrum.max()
+    peaks = [
+        i for i in range(1, len(spectrum) - 1)
+        if spectrum[i] >= threshold * top and spectrum[i] >= spectrum[i - 1] and spectrum[i] > spectrum[i + 1]
+    ]
+    return [i * sample_rate / size for i in peaks]

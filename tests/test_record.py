@@ -1,0 +1,96 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from sonify import SonifyError, load_norms
+from sonify.record import NormLog, NormLogWriter, RunStats, log_paths
+
+
+def write_log(path, names=("conv1", "fc"), rows=None):
+    writer = NormLogWriter(path, names, {"run": "test"})
+    norms = np.array(rows if rows is not None else [[0.5, 1.25], [np.nan, 2.0], [np.inf, 3.0], [0.1, 0.0]], np.float32)
+    missing = np.zeros(norms.shape, bool)
+    missing[3, 1] = True
+    writer.append(np.arange(1, len(norms) + 1), norms, missing)
+    writer.close()
+    return norms, missing
+
+
+def test_round_trip_keeps_nan_inf_and_missing_apart(tmp_path):
+    path = tmp_path / "run.norms.csv"
+    norms, missing = write_log(path)
+    log = load_norms(path)
+    assert log.layer_names == ("conv1", "fc")
+    np.testing.assert_array_equal(log.steps, [1, 2, 3, 4])
+    np.testing.assert_array_equal(log.missing, missing)
+    assert np.isnan(log.norms[1, 0]) and np.isposinf(log.norms[2, 0])
+    np.testing.assert_array_equal(log.nonfinite, [[False, False], [True, False], [True, False], [False, False]])
+    assert np.float32(log.norms[3, 0]) == np.float32(0.1)  # float32 norms read back exactly
+    assert log.metadata["run"] == "test" and log.metadata["layers"] == ["conv1", "fc"]
+    assert load_norms(tmp_path / "run.wav").steps.size == 4  # the audio's path finds its log
+
+
+def test_readable_without_sonify(tmp_path):
+    path = tmp_path / "run.norms.csv"
+    write_log(path)
+    rows = list(csv.DictReader(path.open()))
+    assert rows[0] == {"step": "1", "conv1": "0.5", "fc": "1.25"}
+    assert rows[3]["fc"] == ""  # no gradient: an empty cell
+    table = np.genfromtxt(path, delimiter=",", names=True)
+    assert table["conv1"][0] == 0.5 and np.isinf(table["conv1"][2])
+    assert json.loads(log_paths(path)[1].read_text())["layers"] == ["conv1", "fc"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("time,a\n1,2\n", ":1: expected a header"),
+        ("step,a,a\n", "unique"),
+        ("step,a,b\n1,0.5,0.1\n2,0.5\n3,1,1\n", ":3: expected 3 fields"),
+        ("step,a\n1,abc\n", ":2: not a number"),
+        ("step,a\n2,1\n1,1\n", ":3: step 1 does not follow step 2"),
+        ("step,a\n1,-1\n", "negative"),
+        ("step,a,b\n1,0.5,0.1\n2,0.5", ":3: last line is incomplete"),
+    ],
+)
+def test_malformed_logs_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.norms.csv"
+    path.write_text(content)
+    with pytest.raises(SonifyError, match=message) as info:
+        load_norms(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_incomplete_last_line_can_be_dropped(tmp_path):
+    path = tmp_path / "cut.norms.csv"
+    path.write_text("step,a,b\n1,0.5,0.1\n2,0.5")
+    assert len(load_norms(path, drop_incomplete=True)) == 1
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    with pytest.raises(SonifyError, match="does not exist"):
+        load_norms(tmp_path / "nothing.wav")
+    binary = tmp_path / "noise.norms.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    with pytest.raises(SonifyError, match="not a text file"):
+        load_norms(binary)
+    good = tmp_path / "ok.norms.csv"
+    write_log(good)
+    log_paths(good)[1].write_text("{not json")
+    with pytest.raises(SonifyError, match="metadata"):
+        load_norms(good)
+
+
+def test_stats_match_the_log():
+    log = NormLog.from_array([[1.0, 5.0], [np.nan, 2.0], [0.5, np.inf]], ["a", "b"])
+    stats = log.stats()
+    assert stats.steps == 3 and stats.nonfinite_steps == 2
+    assert stats.first_nonfinite_step == 2 and stats.first_nonfinite_layers == ("a",)
+    assert stats.ranges() == {"a": (0.5, 1.0), "b": (2.0, 5.0)}
+    split = RunStats(["a", "b"])
+    for row in range(3):
+        split.update(log.steps[row : row + 1], log.norms[row : row + 1], log.missing[row : row + 1])
+    assert split.as_dict() == stats.as_dict()

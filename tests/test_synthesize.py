@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from conftest import decode_tones, spectral_peaks
+from sonify import SonifyError
+from sonify.mapping import get_map
+from sonify.synthesize import ALARM_PARTIALS_HZ, Synthesizer
+
+
+def normal_run(steps=200, layers=4, seed=0):
+    """Norms that wander like a healthy run's: 0.05 .. 20, drifting smoothly."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 0.08, (steps, layers)), axis=0)
+    return np.exp(np.clip(walk, -3, 3))
+
+
+@pytest.mark.parametrize("preset", ["log", "linear"])
+def test_no_clicks_in_a_normal_run(preset):
+    synth = Synthesizer(4)
+    audio = synth.synthesize(get_map(preset)(normal_run()))
+    assert np.abs(np.diff(audio)).max() <= 0.05
+    assert abs(audio[0]) < 0.01 and abs(audio[-1]) < 0.01
+
+
+def test_phase_continues_across_steps_and_blocks():
+    freqs = np.full((6, 1), 440.0)
+    whole = Synthesizer(1, gap=0.0, fade=0.0001).synthesize(freqs)
+    split = Synthesizer(1, gap=0.0, fade=0.0001)
+    parts = np.concatenate([split.synthesize(freqs[:2]), split.synthesize(freqs[2:])])
+    np.testing.assert_allclose(parts, whole, atol=1e-5)
+    # Between two tones of one voice the sine goes on where it stopped.
+    synth = Synthesizer(1, gap=0.0)
+    n = synth.tone_samples
+    reference = 0.1 * np.sin(2 * np.pi * 440.0 * np.arange(6 * n) / synth.sample_rate)
+    middle = slice(n // 2, n // 2 + 10)
+    for step in range(6):
+        window = slice(step * n + middle.start, step * n + middle.stop)
+        np.testing.assert_allclose(whole[window], reference[window], atol=2e-4)
+
+
+def test_tones_decode_back_to_their_pitches():
+    synth = Synthesizer(3)
+    freqs = np.random.default_rng(1).uniform(150, 4000, (40, 3))
+    audio = synth.synthesize(freqs)
+    decoded = decode_tones(audio, synth.sample_rate, 3, synth.tone_samples, synth.gap_samples)
+    np.testing.assert_allclose(decoded, freqs, rtol=0.01)
+
+
+def test_no_tone_at_or_above_045_sample_rate():
+    synth = Synthesizer(2, sample_rate=22050, tone_duration=0.05)
+    audio = synth.synthesize(np.array([[1e9, 30000.0], [11000.0, 9000.0]]))
+    decoded = decode_tones(audio, 22050, 2, synth.tone_samples, synth.gap_samples)
+    assert decoded.max() < 0.45 * 22050
+    np.testing.assert_allclose(decoded, [[0.45 * 22050] * 2, [0.45 * 22050, 9000.0]], rtol=0.005)
+
+
+def test_alarm_is_a_chord_no_finite_norm_can_make():
+    synth = Synthesizer(2)
+    audio = synth.synthesize(np.array([[np.nan, 500.0], [np.inf, 1480.0]]))
+    assert np.isfinite(audio).all()
+    slots = audio.reshape(2, -1)[:, : 2 * synth.tone_samples].reshape(2, 2, synth.tone_samples)
+    alarm_peaks = spectral_peaks(slots[0, 0], synth.sample_rate)
+    assert len(alarm_peaks) >= 3
+    for expected in ALARM_PARTIALS_HZ:
+        assert min(abs(p - expected) for p in alarm_peaks) < 40
+    np.testing.assert_array_equal(slots[0, 0], slots[1, 0])  # NaN and Inf: the same alarm
+    assert len(spectral_peaks(slots[1, 1], synth.sample_rate)) == 1  # a finite norm: one sine
+
+
+def test_rests_are_silent_and_do_not_disturb_other_voices():
+    synth = Synthesizer(2)
+    rests = np.array([[True, False]])
+    audio = synth.synthesize(np.array([[np.nan, 600.0]]), rests)
+    first = audio[: synth.tone_samples]
+    assert not first.any()
+    decoded = decode_tones(audio, synth.sample_rate, 2, synth.tone_samples, synth.gap_samples)
+    assert decoded[0, 1] == pytest.approx(600.0, rel=0.01)
+
+
+def test_layout_and_awkward_tone_lengths():
+    for rate, tone in ((44100, 0.01), (48000, 0.01), (44300, 0.01), (8000, 0.011)):
+        synth = Synthesizer(3, sample_rate=rate, tone_duration=tone)
+        freqs = np.full((4, 3), 1000.0)
+        audio = synth.synthesize(freqs)
+        assert audio.size == 4 * (3 * synth.tone_samples + synth.gap_samples)
+        gap = audio.reshape(4, -1)[:, 3 * synth.tone_samples :]
+        assert not gap.any()
+        decoded = decode_tones(audio, rate, 3, synth.tone_samples, synth.gap_samples)
+        np.testing.assert_allclose(decoded, 1000.0, rtol=0.01)
+
+
+def test_fill_into_a_reused_buffer_matches():
+    synth = Synthesizer(2)
+    freqs = np.random.default_rng(3).uniform(200, 900, (10, 2))
+    plan = synth.plan(freqs)
+    buffer = np.full(20 * synth.step_samples, 7.0, np.float32)
+    np.testing.assert_array_equal(synth.fill(plan, buffer), synth.fill(plan))
+
+
+def test_bad_settings():
+    with pytest.raises(SonifyError, match="no layers"):
+        Synthesizer(0)
+    with pytest.raises(SonifyError, match="amplitude"):
+        Synthesizer(1, amplitude=2.0)
+    with pytest.raises(SonifyError, match="too short"):
+        Synthesizer(1, tone_duration=0.0001)
