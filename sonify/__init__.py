@@ -35,21 +35,21 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sonifier",
-    "load_norms",
-    "render",
-    "SoundSettings",
-    "RenderResult",
-    "NormLog",
-    "RunStats",
-    "PitchMap",
     "LinearMap",
     "LogMap",
-    "get_map",
-    "Synthesizer",
+    "NormLog",
+    "PitchMap",
+    "RenderResult",
+    "RunStats",
+    "Sonifier",
     "SonifyError",
     "SonifyWarning",
+    "SoundSettings",
+    "Synthesizer",
     "__version__",
+    "get_map",
+    "load_norms",
+    "render",
 ]
 
 

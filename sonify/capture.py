@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import fnmatch
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,10 +35,10 @@ from ._errors import SonifyError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Layer", "LayerSelector", "ParamSelector", "select_layers", "GradientCapture"]
+__all__ = ["GradientCapture", "Layer", "LayerSelector", "ParamSelector", "select_layers"]
 
-LayerSelector = Union[None, Sequence[str], type, tuple, Callable[[str, "torch.nn.Module"], bool]]
-ParamSelector = Union[str, Callable[[str, "torch.nn.Parameter"], bool]]
+LayerSelector = Sequence[str] | type | tuple | Callable[[str, "torch.nn.Module"], bool] | None
+ParamSelector = str | Callable[[str, "torch.nn.Parameter"], bool]
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,11 @@ class Layer:
     """One sounding voice: a name and the parameters whose gradients it sums."""
 
     name: str
-    parameters: tuple["torch.nn.Parameter", ...]
+    parameters: tuple[torch.nn.Parameter, ...]
     parameter_names: tuple[str, ...]
 
 
-def select_layers(model: "torch.nn.Module", layers: LayerSelector = None, params: ParamSelector = "all") -> list[Layer]:
+def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: ParamSelector = "all") -> list[Layer]:
     """The layers of ``model`` to record, in model order.
 
     Examples
@@ -77,7 +78,9 @@ def select_layers(model: "torch.nn.Module", layers: LayerSelector = None, params
         if not named or (layers is None and not any(p.requires_grad for _, p in named)):
             continue
         taken.update(id(p) for _, p in named)
-        result.append(Layer(name or type(model).__name__.lower(), tuple(p for _, p in named), tuple(n for n, _ in named)))
+        result.append(
+            Layer(name or type(model).__name__.lower(), tuple(p for _, p in named), tuple(n for n, _ in named))
+        )
     if not result:
         raise SonifyError(
             f"no layers with parameters match layers={_describe(layers)}, params={_describe(params)}; "
@@ -86,7 +89,7 @@ def select_layers(model: "torch.nn.Module", layers: LayerSelector = None, params
     return result
 
 
-def _param_filter(params: ParamSelector) -> Callable[[str, "torch.nn.Parameter"], bool]:
+def _param_filter(params: ParamSelector) -> Callable[[str, torch.nn.Parameter], bool]:
     if callable(params):
         return params
     if params == "all":
@@ -111,7 +114,9 @@ def _chosen_modules(modules: dict, layers: LayerSelector) -> list[str]:
     for pattern in layers:
         matches = [name for name in modules if name and fnmatch.fnmatchcase(name, pattern)]
         if not matches:
-            raise SonifyError(f"no module named {pattern!r} in the model; modules with parameters: {_module_names(modules)}")
+            raise SonifyError(
+                f"no module named {pattern!r} in the model; modules with parameters: {_module_names(modules)}"
+            )
         chosen.extend(name for name in matches if name not in chosen)
     return chosen
 
@@ -144,7 +149,7 @@ class GradientCapture:
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers = list(layers)
-        self._segments: dict[tuple, "torch.Tensor | None"] = {}
+        self._segments: dict[tuple, torch.Tensor | None] = {}
         self._in_flight: deque = deque()
 
     def submit(self, step: int) -> None:
@@ -205,7 +210,7 @@ class GradientCapture:
         step, norms, missing, _ = self._in_flight.popleft()
         return step, (norms if isinstance(norms, np.ndarray) else norms.numpy()), missing
 
-    def _segment_index(self, owners: tuple, device: "torch.device") -> "torch.Tensor | None":
+    def _segment_index(self, owners: tuple, device: torch.device) -> torch.Tensor | None:
         """Layer index of each gradient on ``device`` (cached; None when trivial)."""
         key = (owners, device)
         if key not in self._segments:

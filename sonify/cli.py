@@ -9,8 +9,9 @@ from __future__ import annotations
 import signal
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -25,25 +26,64 @@ from .render import SoundSettings, render
 def _sound_options(command: Callable) -> Callable:
     """Options shared by every command that makes sound."""
     options = [
-        click.option("--map", "mapping", type=click.Choice(list(PRESETS)), default="log", show_default=True,
-                     help="Norm-to-pitch mapping: log (orders of magnitude -> intervals) or linear (200 + 100 x norm Hz, the 2019 reference)."),
-        click.option("--norm-range", metavar="LOW:HIGH|auto", default=None,
-                     help="Norms at the bottom and top of the log map's range [default: 1e-4:1e4]; auto fits the run."),
+        click.option(
+            "--map",
+            "mapping",
+            type=click.Choice(list(PRESETS)),
+            default="log",
+            show_default=True,
+            help="Norm-to-pitch mapping: log (orders of magnitude -> intervals) or linear (200 + 100 x norm Hz, the 2019 reference).",
+        ),
+        click.option(
+            "--norm-range",
+            metavar="LOW:HIGH|auto",
+            default=None,
+            help="Norms at the bottom and top of the log map's range [default: 1e-4:1e4]; auto fits the run.",
+        ),
         click.option("--scale", type=click.Choice(list(SCALES)), default=None, help="Snap pitches to a musical scale."),
-        click.option("--tone-ms", type=click.FloatRange(min=1.0), default=10.0, show_default=True, help="Length of each tone."),
-        click.option("--gap-ms", type=click.FloatRange(min=0.0), default=None, help="Silence after each step [default: two tones]."),
-        click.option("--amplitude", type=click.FloatRange(0.0, 0.5, min_open=True), default=0.1, show_default=True, help="Peak amplitude of a tone."),
-        click.option("--sample-rate", type=click.IntRange(min=8000), default=44100, show_default=True, help="Samples per second."),
-        click.option("--format", "sample_format", type=click.Choice(list(SAMPLE_FORMATS)), default="float", show_default=True,
-                     help="Sample format: 32-bit float WAV, or 16/24-bit PCM."),
+        click.option(
+            "--tone-ms", type=click.FloatRange(min=1.0), default=10.0, show_default=True, help="Length of each tone."
+        ),
+        click.option(
+            "--gap-ms",
+            type=click.FloatRange(min=0.0),
+            default=None,
+            help="Silence after each step [default: two tones].",
+        ),
+        click.option(
+            "--amplitude",
+            type=click.FloatRange(0.0, 0.5, min_open=True),
+            default=0.1,
+            show_default=True,
+            help="Peak amplitude of a tone.",
+        ),
+        click.option(
+            "--sample-rate", type=click.IntRange(min=8000), default=44100, show_default=True, help="Samples per second."
+        ),
+        click.option(
+            "--format",
+            "sample_format",
+            type=click.Choice(list(SAMPLE_FORMATS)),
+            default="float",
+            show_default=True,
+            help="Sample format: 32-bit float WAV, or 16/24-bit PCM.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _sound_settings(mapping: str, norm_range: str | None, scale: str | None, tone_ms: float, gap_ms: float | None,
-                    amplitude: float, sample_rate: int, sample_format: str) -> SoundSettings:
+def _sound_settings(
+    mapping: str,
+    norm_range: str | None,
+    scale: str | None,
+    tone_ms: float,
+    gap_ms: float | None,
+    amplitude: float,
+    sample_rate: int,
+    sample_format: str,
+) -> SoundSettings:
     return SoundSettings(
         mapping=mapping,
         norm_range=_parse_norm_range(norm_range),
@@ -118,28 +158,65 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam"]),
-              default="sgd", show_default=True, help="Torch optimizer.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam"]),
+    default="sgd",
+    show_default=True,
+    help="Torch optimizer.",
+)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
 @click.option("--momentum", type=float, default=0.5, show_default=True, help="Momentum (sgd and rmsprop only).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps to train.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dataset", type=click.Choice(["auto", "mnist", "digits"]), default="auto", show_default=True,
-              help="auto: MNIST if it loads or downloads, else scikit-learn's digits.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where MNIST is stored [default: $SONIFY_DATA or ~/.cache/sonify].")
-@click.option("--params", type=click.Choice(["weight", "all"]), default="weight", show_default=True,
-              help="Norm of each layer's weight gradient (the reference) or of all its parameters.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["auto", "mnist", "digits"]),
+    default="auto",
+    show_default=True,
+    help="auto: MNIST if it loads or downloads, else scikit-learn's digits.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where MNIST is stored [default: $SONIFY_DATA or ~/.cache/sonify].",
+)
+@click.option(
+    "--params",
+    type=click.Choice(["weight", "all"]),
+    default="weight",
+    show_default=True,
+    help="Norm of each layer's weight gradient (the reference) or of all its parameters.",
+)
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:1, ...")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Audio file [default: audio_out/<name from the settings>.wav]; the norm log goes beside it.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Audio file [default: audio_out/<name from the settings>.wav]; the norm log goes beside it.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_sound_options
 @click.pass_context
-def train(ctx: click.Context, optimizer: str, lr: float, momentum: float, batch_size: int, steps: int, seed: int,
-          dataset: str, data_dir: Path | None, params: str, device: str, out: Path | None, no_progress: bool,
-          **sound_options: Any) -> None:
+def train(
+    ctx: click.Context,
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    dataset: str,
+    data_dir: Path | None,
+    params: str,
+    device: str,
+    out: Path | None,
+    no_progress: bool,
+    **sound_options: Any,
+) -> None:
     """Train the reference CNN on digits and record how its gradients sound."""
     from .experiment import OPTIMIZERS, ExperimentConfig, run_experiment
 
@@ -147,8 +224,15 @@ def train(ctx: click.Context, optimizer: str, lr: float, momentum: float, batch_
         raise SonifyError(f"--momentum does not apply to {optimizer}; drop it or use sgd/rmsprop")
     sound = _sound_settings(**sound_options)
     config = ExperimentConfig(
-        optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size, steps=steps, seed=seed,
-        dataset=dataset, params=params, device=_pick_device(device),
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        steps=steps,
+        seed=seed,
+        dataset=dataset,
+        params=params,
+        device=_pick_device(device),
         **({"data_dir": data_dir} if data_dir else {}),
     )
     auto_range = sound.norm_range == "auto"
@@ -156,7 +240,11 @@ def train(ctx: click.Context, optimizer: str, lr: float, momentum: float, batch_
     recording_sound = SoundSettings(**{**sound.__dict__, "norm_range": None}) if auto_range else sound
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # let `kill` close the files properly
     result = run_experiment(
-        config, out=out, sound=recording_sound, audio=not auto_range, progress=not no_progress,
+        config,
+        out=out,
+        sound=recording_sound,
+        audio=not auto_range,
+        progress=not no_progress,
         notice=lambda text: click.echo(f"sonify: {text}", err=True),
     )
     son = result.sonifier
@@ -164,11 +252,18 @@ def train(ctx: click.Context, optimizer: str, lr: float, momentum: float, batch_
         render(son.log_path, son.audio_path, sound=sound)
     momentum_text = f" momentum={config.momentum:g}" if config.momentum is not None else ""
     title = "sonify train: interrupted" if result.interrupted else "sonify train: done"
-    click.echo(_format_summary(
-        son.stats, [son.audio_path, son.log_path, son.meta_path], title,
-        {"run": f"{optimizer} lr={lr:g}{momentum_text} batch={batch_size} seed={seed} on {config.device}",
-         "data": result.dataset_description, "final loss": f"{result.final_loss:.4g}"},
-    ))
+    click.echo(
+        _format_summary(
+            son.stats,
+            [son.audio_path, son.log_path, son.meta_path],
+            title,
+            {
+                "run": f"{optimizer} lr={lr:g}{momentum_text} batch={batch_size} seed={seed} on {config.device}",
+                "data": result.dataset_description,
+                "final loss": f"{result.final_loss:.4g}",
+            },
+        )
+    )
     if result.interrupted:
         ctx.exit(130)
 
@@ -188,8 +283,13 @@ def _pick_device(device: str) -> str:
 
 @main.command(name="render")
 @click.argument("log", type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Audio file (.wav or .flac) [default: the log's name with .wav].")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Audio file (.wav or .flac) [default: the log's name with .wav].",
+)
 @click.option("--drop-incomplete", is_flag=True, help="Ignore a cut-off last line in the log.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_sound_options
@@ -200,10 +300,14 @@ def render_command(log: Path, out: Path | None, drop_incomplete: bool, no_progre
     if out is None:
         out = log_paths(norm_log.path)[0].with_name(norm_log.path.name.removesuffix(".norms.csv") + ".wav")
     result = render(norm_log, out, sound=sound, progress=not no_progress)
-    click.echo(_format_summary(
-        norm_log.stats(), [result.path], "sonify render: done",
-        {"log": str(norm_log.path), "audio": f"{result.duration:.1f} s, {sound.mapping} map"},
-    ))
+    click.echo(
+        _format_summary(
+            norm_log.stats(),
+            [result.path],
+            "sonify render: done",
+            {"log": str(norm_log.path), "audio": f"{result.duration:.1f} s, {sound.mapping} map"},
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

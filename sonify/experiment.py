@@ -17,9 +17,10 @@ import importlib.metadata
 import math
 import os
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from ._errors import SonifyError
 from .render import SoundSettings, _progress_bar
 from .sonifier import DEFAULT_OUT_DIR, Sonifier
 
-__all__ = ["LeNet", "ExperimentConfig", "ExperimentResult", "OPTIMIZERS", "load_dataset", "run_experiment"]
+__all__ = ["OPTIMIZERS", "ExperimentConfig", "ExperimentResult", "LeNet", "load_dataset", "run_experiment"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 REFERENCE_LAYERS = ("conv1", "conv2", "fc1", "fc2")
@@ -254,8 +255,14 @@ def run_experiment(
     losses = torch.empty(config.steps)
     done, interrupted = 0, False
     sonifier = Sonifier(
-        model, optimizer, out=out, layers=list(REFERENCE_LAYERS), params=config.params,
-        sound=sound, audio=audio, metadata=metadata,
+        model,
+        optimizer,
+        out=out,
+        layers=list(REFERENCE_LAYERS),
+        params=config.params,
+        sound=sound,
+        audio=audio,
+        metadata=metadata,
     )
     bar = _progress_bar(config.steps, "train", enabled=progress)
     try:

@@ -29,14 +29,14 @@ array([ 110.,  880., 7040.])
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
 from ._errors import SonifyError
 
-__all__ = ["PitchMap", "LinearMap", "LogMap", "SCALES", "PRESETS", "get_map", "quantize"]
+__all__ = ["PRESETS", "SCALES", "LinearMap", "LogMap", "PitchMap", "get_map", "quantize"]
 
 #: Pitch classes (semitones above the tonic) of the scales a map can snap to.
 SCALES: dict[str, tuple[int, ...]] = {
@@ -104,9 +104,13 @@ class PitchMap:
     def _freqs(self, norms: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def fit(self, norms: np.ndarray) -> "PitchMap":
+    def fit(self, norms: np.ndarray) -> PitchMap:
         """A copy of this map adapted to the range of ``norms`` (identity here)."""
         return self
+
+    def inverse(self, freqs: np.ndarray) -> np.ndarray:
+        """The norms that sound at ``freqs`` (before quantization and clamping)."""
+        raise NotImplementedError
 
     def describe(self) -> dict:
         """The map's settings, for the run's metadata."""
@@ -131,6 +135,9 @@ class LinearMap(PitchMap):
 
     def _freqs(self, norms: np.ndarray) -> np.ndarray:
         return self.offset + self.slope * norms
+
+    def inverse(self, freqs: np.ndarray) -> np.ndarray:
+        return (np.asarray(freqs, dtype=float) - self.offset) / self.slope
 
 
 @dataclass(frozen=True)
@@ -159,9 +166,7 @@ class LogMap(PitchMap):
     def __post_init__(self) -> None:
         lo, hi = self.norm_range
         if not (0 < lo < hi and math.isfinite(hi)):
-            raise SonifyError(
-                f"norm range {lo:g}..{hi:g} is invalid; give two positive finite bounds, low < high"
-            )
+            raise SonifyError(f"norm range {lo:g}..{hi:g} is invalid; give two positive finite bounds, low < high")
         flo, fhi = self.freq_range
         if not (0 < flo < fhi):
             raise SonifyError(f"frequency range {flo:g}..{fhi:g} Hz is invalid; use 0 < low < high")
@@ -172,7 +177,13 @@ class LogMap(PitchMap):
         position = (np.log(np.clip(norms, lo, hi)) - math.log(lo)) / (math.log(hi) - math.log(lo))
         return flo * (fhi / flo) ** position
 
-    def fit(self, norms: np.ndarray) -> "LogMap":
+    def inverse(self, freqs: np.ndarray) -> np.ndarray:
+        lo, hi = self.norm_range
+        flo, fhi = self.freq_range
+        position = np.log(np.asarray(freqs, dtype=float) / flo) / math.log(fhi / flo)
+        return lo * (hi / lo) ** position
+
+    def fit(self, norms: np.ndarray) -> LogMap:
         """Stretch the norm range over the finite, positive norms of a run.
 
         A run whose norms span less than a factor of ten is widened to one

@@ -25,7 +25,7 @@ import soundfile
 
 from ._errors import SonifyError
 
-__all__ = ["AudioFileWriter", "SAMPLE_FORMATS"]
+__all__ = ["SAMPLE_FORMATS", "AudioFileWriter"]
 
 #: Sample formats by the names the CLI accepts, as soundfile subtypes.
 SAMPLE_FORMATS = {"float": "FLOAT", "pcm16": "PCM_16", "pcm24": "PCM_24"}
@@ -88,7 +88,7 @@ class AudioFileWriter:
         if not self._file.closed:
             self._file.close()
 
-    def __enter__(self) -> "AudioFileWriter":
+    def __enter__(self) -> AudioFileWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

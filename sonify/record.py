@@ -29,9 +29,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,9 +157,7 @@ class NormLog:
     path: Path | None = None
 
     @classmethod
-    def from_array(
-        cls, norms: Any, layer_names: Sequence[str] | None = None, metadata: dict | None = None
-    ) -> "NormLog":
+    def from_array(cls, norms: Any, layer_names: Sequence[str] | None = None, metadata: dict | None = None) -> NormLog:
         """A log from a (steps, layers) array; NaN/Inf count as non-finite norms.
 
         Examples
@@ -224,8 +223,14 @@ class NormLogWriter:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
             raise SonifyError(f"cannot write the norm log {self.path}: {exc.strerror}; choose another --out") from None
-        self._write(_format_rows([("step", *self.layer_names)]))
-        self.write_metadata()
+        try:
+            self._write(_format_rows([("step", *self.layer_names)]))
+            self.write_metadata()
+        except OSError as exc:
+            self.close()
+            raise SonifyError(
+                f"cannot write the norm log {self.path}: {exc.strerror}; free space or choose another --out"
+            ) from None
 
     def append(self, steps: Iterable[int], norms: np.ndarray, missing: np.ndarray) -> None:
         """Append one row per step (``norms`` and ``missing`` shaped (rows, layers))."""
@@ -345,8 +350,9 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
 
 def _resolve_log(path: Path) -> tuple[Path, Path]:
     if path.suffix.lower() == ".csv":
-        return path, log_paths(path)[1]
-    csv_path, meta_path = log_paths(path)
+        csv_path, meta_path = path, log_paths(path)[1]
+    else:
+        csv_path, meta_path = log_paths(path)
     if not csv_path.exists() and not path.exists():
         raise SonifyError(f"norm log {path} does not exist; give the .norms.csv written by a run")
     if not csv_path.exists():

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from .output import AudioFileWriter
 from .record import NormLog, load_norms
 from .synthesize import Synthesizer
 
-__all__ = ["SoundSettings", "RenderResult", "render"]
+__all__ = ["RenderResult", "SoundSettings", "render"]
 
 #: Steps synthesized per block: ~1 minute of audio for 4 layers, ~10 MB.
 BLOCK_STEPS = 1024
@@ -203,9 +204,7 @@ def render(
     finally:
         bar.close()
         pipeline.close()
-    return RenderResult(
-        Path(out), len(log), pipeline.writer.duration, int(log.nonfinite.any(axis=1).sum())
-    )
+    return RenderResult(Path(out), len(log), pipeline.writer.duration, int(log.nonfinite.any(axis=1).sum()))
 
 
 def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:

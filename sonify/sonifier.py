@@ -30,7 +30,7 @@ from .render import SoundSettings, _AudioPipeline
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Sonifier", "DEFAULT_OUT_DIR"]
+__all__ = ["DEFAULT_OUT_DIR", "Sonifier"]
 
 #: Where files go when no path is given.
 DEFAULT_OUT_DIR = Path("audio_out")
@@ -82,8 +82,8 @@ class Sonifier:
 
     def __init__(
         self,
-        model: "torch.nn.Module",
-        optimizer: "torch.optim.Optimizer | None" = None,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
         *,
         out: str | os.PathLike | None = None,
         layers: LayerSelector = None,
@@ -206,7 +206,7 @@ class Sonifier:
                 SonifyWarning,
                 stacklevel=1,
             )
-        for name in np.asarray(self.layer_names)[new_missing]:
+        for name in (n for n, new in zip(self.layer_names, new_missing) if new):
             warnings.warn(
                 f"layer {name!r} has no gradient (frozen or unused); it is logged as an empty cell and "
                 "sounds as a rest; select other layers to silence this warning",
@@ -257,7 +257,7 @@ class Sonifier:
         """The files this Sonifier writes."""
         return [self.log_path, self.meta_path] + ([self.audio_path] if self._audio is not None else [])
 
-    def __enter__(self) -> "Sonifier":
+    def __enter__(self) -> Sonifier:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ._errors import SonifyError
 
-__all__ = ["Synthesizer", "ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "NYQUIST_FRACTION"]
+__all__ = ["ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "NYQUIST_FRACTION", "Synthesizer"]
 
 #: Frequencies of the alarm chord that marks NaN/Inf norms.
 ALARM_PARTIALS_HZ = (1046.5, 1480.0, 2093.0)
@@ -129,7 +129,7 @@ class Synthesizer:
         plan = self.plan(freqs, rests)
         return self.fill(plan)
 
-    def plan(self, freqs: np.ndarray, rests: np.ndarray | None = None) -> "_BlockPlan":
+    def plan(self, freqs: np.ndarray, rests: np.ndarray | None = None) -> _BlockPlan:
         """Fix pitches and start phases of a block and advance the voices.
 
         Splitting :meth:`synthesize` into ``plan`` (cheap, sequential) and
@@ -149,7 +149,7 @@ class Synthesizer:
             self._phase = np.remainder(starts[-1] + advance[-1], 2.0 * math.pi)
         return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest)
 
-    def fill(self, plan: "_BlockPlan", out: np.ndarray | None = None) -> np.ndarray:
+    def fill(self, plan: _BlockPlan, out: np.ndarray | None = None) -> np.ndarray:
         """Samples of a planned block (pure: safe to call from several threads).
 
         Parameters
@@ -175,7 +175,7 @@ class Synthesizer:
             tones[plan.rest] = 0.0
         return out
 
-    def _sines(self, plan: "_BlockPlan", tones: np.ndarray) -> None:
+    def _sines(self, plan: _BlockPlan, tones: np.ndarray) -> None:
         """Write ``amplitude * sin(start + omega * n)`` for every tone.
 
         Sample n = a * cols + b of a tone is sin(x_a + y_b) with
@@ -186,7 +186,7 @@ class Synthesizer:
         """
         rows, cols = self._grid
         omega = plan.omega.astype(np.float32)[:, :, None]
-        angles = np.empty(plan.omega.shape + (2, max(rows, cols)), dtype=np.float32)
+        angles = np.empty((*plan.omega.shape, 2, max(rows, cols)), dtype=np.float32)
         np.multiply(omega, self._row_offsets, out=angles[:, :, 0, :rows])
         angles[:, :, 0, :rows] += plan.start.astype(np.float32)[:, :, None]
         np.multiply(omega, self._col_offsets, out=angles[:, :, 1, :cols])
@@ -195,9 +195,9 @@ class Synthesizer:
         left *= self.amplitude
         right = np.stack((cosines[:, :, 1, :cols], sines[:, :, 1, :cols]), axis=-2)
         if rows * cols == self.tone_samples:
-            np.matmul(left, right, out=tones.reshape(tones.shape[:2] + (rows, cols)))
+            np.matmul(left, right, out=tones.reshape((*tones.shape[:2], rows, cols)))
         else:
-            padded = np.matmul(left, right).reshape(tones.shape[:2] + (rows * cols,))
+            padded = np.matmul(left, right).reshape((*tones.shape[:2], rows * cols))
             tones[...] = padded[..., : self.tone_samples]
 
     def _alarm_wave(self) -> np.ndarray:
@@ -212,7 +212,7 @@ class Synthesizer:
 class _BlockPlan:
     """Per-tone angular frequency, start phase and slot kind of one block."""
 
-    __slots__ = ("omega", "start", "alarm", "rest")
+    __slots__ = ("alarm", "omega", "rest", "start")
 
     def __init__(self, omega: np.ndarray, start: np.ndarray, alarm: np.ndarray, rest: np.ndarray) -> None:
         self.omega, self.start, self.alarm, self.rest = omega, start, alarm, rest

@@ -40,11 +40,17 @@ def working_torchvision():
     return torchvision
 
 
-def run_sonify(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_sonify(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run the real ``sonify`` command line in a fresh interpreter."""
     return subprocess.run(
         [sys.executable, "-m", "sonify.cli", *args],
-        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -76,7 +82,8 @@ def spectral_peaks(slot: np.ndarray, sample_rate: int, threshold: float = 0.25) 
     spectrum = np.abs(np.fft.rfft(slot * np.hanning(len(slot)), n=size))
     top = spectrum.max()
     peaks = [
-        i for i in range(1, len(spectrum) - 1)
+        i
+        for i in range(1, len(spectrum) - 1)
         if spectrum[i] >= threshold * top and spectrum[i] >= spectrum[i - 1] and spectrum[i] > spectrum[i + 1]
     ]
     return [i * sample_rate / size for i in peaks]

@@ -6,9 +6,15 @@ from sonify import SonifyError
 from sonify.output import AudioFileWriter
 
 
-@pytest.mark.parametrize(("name", "fmt", "subtype"), [
-    ("a.wav", "float", "FLOAT"), ("b.wav", "pcm16", "PCM_16"), ("c.flac", "float", "PCM_24"), ("d.flac", "pcm16", "PCM_16"),
-])
+@pytest.mark.parametrize(
+    ("name", "fmt", "subtype"),
+    [
+        ("a.wav", "float", "FLOAT"),
+        ("b.wav", "pcm16", "PCM_16"),
+        ("c.flac", "float", "PCM_24"),
+        ("d.flac", "pcm16", "PCM_16"),
+    ],
+)
 def test_formats_read_back(tmp_path, name, fmt, subtype):
     samples = (0.1 * np.sin(np.arange(4410) / 7.0)).astype(np.float32)
     with AudioFileWriter(tmp_path / name, 44100, sample_format=fmt) as writer:

@@ -20,7 +20,7 @@ def write_log(path, names=("conv1", "fc"), rows=None):
 
 def test_round_trip_keeps_nan_inf_and_missing_apart(tmp_path):
     path = tmp_path / "run.norms.csv"
-    norms, missing = write_log(path)
+    _norms, missing = write_log(path)
     log = load_norms(path)
     assert log.layer_names == ("conv1", "fc")
     np.testing.assert_array_equal(log.steps, [1, 2, 3, 4])

@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sonify import SonifyError
+from sonify.capture import GradientCapture, select_layers
+
+
+def reference_norms(layers):
+    """Each layer's L2 norm over all its gradients, computed independently in float64."""
+    norms = []
+    for layer in layers:
+        grads = [p.grad.to_dense().double().flatten() for p in layer.parameters if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.cat(grads)).item() if grads else np.nan)
+    return np.array(norms)
+
+
+def captured(layers):
+    capture = GradientCapture(layers)
+    capture.submit(1)
+    ((step, norms, missing),) = capture.drain()
+    assert step == 1
+    return np.where(missing, np.nan, norms), missing
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.block = nn.Sequential(nn.Linear(64, 32), nn.LayerNorm(32), nn.Linear(32, 32))
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.head(self.block(self.conv(x).flatten(1)[:, :64]))
+
+
+def backward(model, inputs):
+    model.zero_grad()
+    model(inputs).square().sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("layers", "params", "names"),
+    [
+        (None, "all", ["conv", "block.0", "block.1", "block.2", "head"]),
+        (None, "weight", ["conv", "block.0", "block.1", "block.2", "head"]),
+        (["block", "head"], "all", ["block", "head"]),
+        (["block.*"], "weight", ["block.0", "block.1", "block.2"]),
+        (nn.Linear, "all", ["block.0", "block.2", "head"]),
+        ((nn.Conv2d, nn.LayerNorm), "all", ["conv", "block.1"]),
+        (lambda name, m: name.endswith("2") or name == "conv", "all", ["conv", "block.2"]),
+        (None, lambda name, p: name == "bias", ["conv", "block.0", "block.1", "block.2", "head"]),
+    ],
+)
+def test_norms_equal_an_independent_reference(layers, params, names):
+    torch.manual_seed(0)
+    model = Net()
+    selected = select_layers(model, layers, params)
+    assert [layer.name for layer in selected] == names
+    backward(model, torch.randn(5, 1, 6, 6))
+    norms, missing = captured(selected)
+    assert not missing.any()
+    np.testing.assert_allclose(norms, reference_norms(selected), rtol=1e-5)
+    if params == "weight":
+        assert all(all(n.endswith("weight") for n in layer.parameter_names) for layer in selected)
+
+
+def test_reference_lenet_layers_are_the_four_weights():
+    from sonify.experiment import REFERENCE_LAYERS, LeNet
+
+    model = LeNet()
+    selected = select_layers(model, list(REFERENCE_LAYERS), "weight")
+    assert [layer.parameter_names for layer in selected] == [(f"{n}.weight",) for n in REFERENCE_LAYERS]
+    backward(model, torch.randn(3, 1, 28, 28))
+    norms, _ = captured(selected)
+    expected = [torch.linalg.vector_norm(getattr(model, n).weight.grad).item() for n in REFERENCE_LAYERS]
+    np.testing.assert_allclose(norms, expected, rtol=1e-6)
+
+
+def test_shared_parameters_count_once_and_frozen_modules_are_skipped():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.Linear(4, 10))
+    model[2].weight = model[0].weight  # tied embedding / output weights
+    model[1].requires_grad_(False)
+    selected = select_layers(model)
+    assert [layer.name for layer in selected] == ["0", "2"]
+    assert selected[1].parameter_names == ("2.bias",)  # the tied weight belongs to layer 0 only
+    model(torch.tensor([1, 2, 3])).sum().backward()
+    norms, _ = captured(selected)
+    np.testing.assert_allclose(norms, reference_norms(selected), rtol=1e-5)
+
+
+def test_layers_without_gradient_are_missing_not_zero_and_sparse_grads_work():
+    model = nn.ModuleDict({"used": nn.Linear(3, 3), "unused": nn.Linear(3, 3), "emb": nn.Embedding(8, 3, sparse=True)})
+    model["frozen"] = nn.Linear(3, 3).requires_grad_(False)
+    selected = select_layers(model, ["used", "unused", "emb", "frozen"])
+    (model["used"](model["emb"](torch.tensor([1, 1, 5])))).sum().backward()
+    norms, missing = captured(selected)
+    np.testing.assert_array_equal(missing, [False, True, False, True])
+    expected = [
+        torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model["used"].parameters()])).item(),
+        torch.linalg.vector_norm(model["emb"].weight.grad.to_dense()).item(),
+    ]
+    np.testing.assert_allclose(norms[[0, 2]], expected, rtol=1e-5)
+
+
+def test_half_precision_gradients_do_not_overflow():
+    layer = nn.Linear(1000, 100).half()
+    layer.weight.grad = torch.full_like(layer.weight, 60000.0)
+    selected = select_layers(layer, params="weight")
+    norms, _ = captured(selected)
+    assert norms[0] == pytest.approx(60000.0 * np.sqrt(100_000), rel=1e-3)  # far beyond float16's 65504
+
+
+def test_one_fused_norm_call_per_step(monkeypatch):
+    model = Net()
+    selected = select_layers(model)
+    calls = {"foreach": 0, "vector_norm": 0}
+    fused, single = torch._foreach_norm, torch.linalg.vector_norm
+
+    def counting_foreach(*args, **kwargs):
+        calls["foreach"] += 1
+        return fused(*args, **kwargs)
+
+    def counting_single(*args, **kwargs):
+        calls["vector_norm"] += 1
+        return single(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_foreach_norm", counting_foreach)
+    monkeypatch.setattr(torch.linalg, "vector_norm", counting_single)
+    capture = GradientCapture(selected)
+    for step in range(1, 6):
+        backward(model, torch.randn(2, 1, 6, 6))
+        capture.submit(step)
+    assert len(capture.ready()) == 5
+    assert calls == {"foreach": 5, "vector_norm": 0}
+
+
+def test_selection_errors_are_one_line():
+    with pytest.raises(SonifyError, match=r"no module named 'fc9'.*conv, block\.0"):
+        select_layers(Net(), ["fc9"])
+    with pytest.raises(SonifyError, match="params="):
+        select_layers(Net(), params="weights")
+    with pytest.raises(SonifyError, match="no layers with parameters"):
+        select_layers(nn.ReLU())

@@ -1,0 +1,125 @@
+import subprocess
+import sys
+
+import numpy as np
+import soundfile
+from click.testing import CliRunner
+
+import sonify
+from conftest import ROOT, run_sonify
+from sonify.cli import main
+from sonify.record import NormLogWriter
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def make_log(path, rows=5):
+    writer = NormLogWriter(path, ["conv1", "fc"])
+    norms = np.linspace(0.1, 3.0, rows * 2, dtype=np.float32).reshape(rows, 2)
+    norms[2, 1] = np.nan
+    writer.append(np.arange(1, rows + 1), norms, np.zeros(norms.shape, bool))
+    writer.close()
+    return path
+
+
+def test_import_and_help_need_neither_portaudio_nor_torch(tmp_path):
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['sounddevice'] = None  # as if PortAudio were missing\n")
+    code = "import sys, sonify; print('torch' in sys.modules, sys.modules.get('sounddevice') is not None)"
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+    help_text = run_sonify("--help", env=env)
+    assert help_text.returncode == 0 and "train" in help_text.stdout and "render" in help_text.stdout
+    for command in ("train", "render"):
+        assert run_sonify(command, "--help", env=env).returncode == 0
+
+
+def test_train_end_to_end_in_a_real_process(tmp_path):
+    result = run_sonify("train", "--steps", "12", "--dataset", "digits", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    stem = "lenet-digits-sgd-lr0.01-bs10-m0.5-12steps-seed0-log"
+    for suffix in (".wav", ".norms.csv", ".norms.json"):
+        assert (tmp_path / "audio_out" / f"{stem}{suffix}").exists()
+    out = result.stdout
+    assert "steps: 12" in out and "NaN/Inf: none" in out and "final loss:" in out
+    assert all(f"    {layer}" in out for layer in ("conv1", "conv2", "fc1", "fc2"))
+    log = sonify.load_norms(tmp_path / "audio_out" / f"{stem}.norms.csv")
+    assert log.metadata["experiment"]["lr"] == 0.01 and log.metadata["summary"]["steps"] == 12
+
+
+def test_train_reports_the_first_nan_step(tmp_path):
+    out = tmp_path / "boom.wav"
+    result = invoke(
+        "train",
+        "--lr",
+        "1.0",
+        "--batch-size",
+        "256",
+        "--steps",
+        "20",
+        "--dataset",
+        "digits",
+        "--no-progress",
+        "-o",
+        str(out),
+        "--map",
+        "linear",
+    )
+    assert result.exit_code == 0
+    log = sonify.load_norms(out)
+    first = log.stats().first_nonfinite_step
+    assert first is not None and f"first at step {first}" in result.output
+
+
+def test_train_with_auto_range_renders_after_training(tmp_path):
+    out = tmp_path / "auto.wav"
+    result = invoke(
+        "train", "--steps", "5", "--dataset", "digits", "--no-progress", "-o", str(out), "--norm-range", "auto"
+    )
+    assert result.exit_code == 0 and soundfile.info(out).frames > 0
+
+
+def test_render_command_with_options(tmp_path):
+    log = make_log(tmp_path / "run.norms.csv")
+    result = invoke("render", str(log), "--map", "linear", "--format", "pcm16", "--tone-ms", "20", "--no-progress")
+    assert result.exit_code == 0, result.output
+    wav = tmp_path / "run.wav"
+    info = soundfile.info(wav)
+    assert info.subtype == "PCM_16" and "NaN/Inf: 1 steps, first at step 3 (fc)" in result.output
+    assert info.frames == 5 * (2 * 882 + 2 * 882)
+    assert (
+        invoke(
+            "render",
+            str(log),
+            "-o",
+            str(tmp_path / "a.flac"),
+            "--norm-range",
+            "1e-3:10",
+            "--scale",
+            "major",
+            "--no-progress",
+        ).exit_code
+        == 0
+    )
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    cases = [
+        (("render", str(tmp_path / "missing.norms.csv")), "does not exist"),
+        (("render", str(make_log(tmp_path / "x.norms.csv")), "--norm-range", "low"), "--norm-range 'low'"),
+        (("render", str(tmp_path / "x.norms.csv"), "-o", str(tmp_path / "x.mp3")), ".wav or .flac"),
+        (("train", "--optimizer", "adam", "--momentum", "0.9"), "--momentum does not apply to adam"),
+        (("train", "--lr", "-1", "--dataset", "digits"), "learning rate"),
+        (("train", "--device", "cuda:7", "--dataset", "digits"), "device 'cuda:7' is not usable"),
+    ]
+    (tmp_path / "bad.norms.csv").write_text("step,a\n1,2\n2,x\n")
+    cases.append((("render", str(tmp_path / "bad.norms.csv")), "bad.norms.csv:3: not a number"))
+    for args, message in cases:
+        result = CliRunner().invoke(main, list(args))
+        assert result.exit_code == 1, (args, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith("sonify: error:")]
+        assert len(errors) == 1 and message in errors[0], (args, result.output)
+        assert "Traceback" not in result.output

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import sonify
+from conftest import decode_tones
+from sonify import SonifyError
+from sonify.record import NormLogWriter
+from sonify.render import BLOCK_STEPS, SoundSettings, render
+
+
+def write_log(path, norms, missing=None):
+    norms = np.asarray(norms, np.float32)
+    writer = NormLogWriter(path, [f"l{i}" for i in range(norms.shape[1])])
+    writer.append(np.arange(1, len(norms) + 1), norms, np.zeros(norms.shape, bool) if missing is None else missing)
+    writer.close()
+    return path
+
+
+def test_render_from_a_log_decodes_back_to_its_norms(tmp_path):
+    norms = np.exp(np.random.default_rng(0).uniform(np.log(1e-3), np.log(1e3), (30, 4)))
+    log_path = write_log(tmp_path / "r.norms.csv", norms)
+    sound = SoundSettings(tone_duration=0.03)  # low pitches need a few cycles to be decoded precisely
+    result = render(log_path, tmp_path / "r.wav", sound=sound)
+    audio, rate = soundfile.read(result.path, dtype="float32")
+    synth = sound.synthesizer(4)
+    decoded = decode_tones(audio, rate, 4, synth.tone_samples, synth.gap_samples)
+    np.testing.assert_allclose(sound.pitch_map().inverse(decoded), norms, rtol=0.03)
+    assert result.steps == 30 and result.duration == pytest.approx(30 * synth.step_duration)
+
+
+def test_block_boundaries_are_seamless_and_match_one_block(tmp_path):
+    steps = BLOCK_STEPS * 2 + 37
+    norms = np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.05, (steps, 2)), axis=0))
+    render(norms, tmp_path / "long.wav")
+    audio, _ = soundfile.read(tmp_path / "long.wav", dtype="float32")
+    reference = SoundSettings().synthesizer(2).synthesize(SoundSettings().pitch_map()(norms))
+    np.testing.assert_allclose(audio, reference, atol=2e-4)
+    assert np.abs(np.diff(audio)).max() <= 0.05
+
+
+def test_sonifier_audio_equals_rendering_its_log(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "live.wav") as son:
+        for _ in range(25):
+            optimizer.zero_grad()
+            model(torch.randn(8, 4)).square().mean().backward()
+            optimizer.step()
+    render(son.log_path, tmp_path / "again.wav")
+    recorded, _ = soundfile.read(son.audio_path, dtype="float32")
+    rendered, _ = soundfile.read(tmp_path / "again.wav", dtype="float32")
+    np.testing.assert_allclose(recorded, rendered, atol=1e-4)
+
+
+def test_auto_range_uses_the_whole_pitch_range(tmp_path):
+    norms = np.array([[0.01, 0.02], [0.04, 0.1]])
+    render(norms, tmp_path / "auto.wav", sound=SoundSettings(norm_range="auto", tone_duration=0.05))
+    audio, rate = soundfile.read(tmp_path / "auto.wav", dtype="float32")
+    synth = SoundSettings(tone_duration=0.05).synthesizer(2)
+    decoded = decode_tones(audio, rate, 2, synth.tone_samples, synth.gap_samples)
+    assert decoded.min() == pytest.approx(110, rel=0.01) and decoded.max() == pytest.approx(7040, rel=0.01)
+
+
+def test_pcm16_flac_nan_and_missing(tmp_path):
+    norms = np.array([[1.0, np.nan], [np.inf, 2.0], [0.5, 0.5]], np.float32)
+    missing = np.array([[False, False], [False, False], [False, True]])
+    log_path = write_log(tmp_path / "m.norms.csv", norms, missing)
+    for name, fmt, subtype in (("m16.wav", "pcm16", "PCM_16"), ("m.flac", "float", "PCM_24")):
+        result = render(log_path, tmp_path / name, sound=SoundSettings(sample_format=fmt))
+        assert soundfile.info(result.path).subtype == subtype and result.nonfinite_steps == 2
+        audio, _ = soundfile.read(result.path, dtype="float32")
+        assert np.isfinite(audio).all() and np.abs(audio).max() < 0.5
+        synth = SoundSettings().synthesizer(2)
+        rest = audio[2 * synth.step_samples + synth.tone_samples : 2 * synth.step_samples + 2 * synth.tone_samples]
+        assert np.abs(rest).max() < 1e-4
+
+
+def test_auto_range_while_recording_is_refused():
+    with pytest.raises(SonifyError, match="whole run"):
+        SoundSettings(norm_range="auto").pitch_map()

@@ -1,0 +1,215 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from torch import nn
+
+import sonify
+from conftest import ROOT, decode_tones, run_sonify
+from sonify import SonifyError, SonifyWarning
+from sonify.record import NormLogWriter
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
+
+
+def train(model, optimizer, steps, seed=1, nan_at=None, reference=None):
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        model(torch.randn(32, 8, generator=generator)).square().mean().backward()
+        if step == nan_at:
+            model[2].weight.grad[0, 0] = float("nan")
+        if reference is not None:
+            reference.append(
+                [
+                    torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()])).item()
+                    for m in (model[0], model[2], model[4])
+                ]
+            )
+        optimizer.step()
+
+
+def test_records_each_optimizer_step_and_the_audio_encodes_the_log(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    # Linear-mapped small norms sit near 200 Hz: 40 ms tones give enough cycles to decode precisely.
+    sound = sonify.SoundSettings(mapping="linear", tone_duration=0.04)
+    reference = []
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", sound=sound) as son:
+        train(model, optimizer, 40, reference=reference)
+    log = sonify.load_norms(tmp_path / "run.norms.csv")
+    assert log.layer_names == ("0", "2", "4") and len(log) == 40 == son.stats.steps
+    np.testing.assert_allclose(log.norms, reference, rtol=1e-6)
+    audio, rate = soundfile.read(tmp_path / "run.wav", dtype="float32")
+    synth = sound.synthesizer(3)
+    assert len(audio) == 40 * synth.step_samples and soundfile.info(tmp_path / "run.wav").subtype == "FLOAT"
+    decoded = decode_tones(audio, rate, 3, synth.tone_samples, synth.gap_samples)
+    np.testing.assert_allclose(sound.pitch_map().inverse(decoded), log.norms, atol=0.01)
+    assert np.abs(np.diff(audio)).max() <= 0.05
+
+
+def test_default_log_map_decodes_too(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav") as son:
+        train(model, optimizer, 20)
+    audio, rate = soundfile.read(son.audio_path, dtype="float32")
+    synth = son.sound.synthesizer(3)
+    decoded = decode_tones(audio, rate, 3, synth.tone_samples, synth.gap_samples)
+    log = sonify.load_norms(son.log_path)
+    np.testing.assert_allclose(son.sound.pitch_map().inverse(decoded), log.norms, rtol=0.05)
+
+
+def test_loop_without_optimizer_calls_step(tmp_path):
+    model = make_model()
+    with sonify.Sonifier(model, out=tmp_path / "manual.wav", audio=False) as son:
+        for _ in range(3):
+            model.zero_grad()
+            model(torch.randn(4, 8)).sum().backward()
+            son.step()
+    assert len(sonify.load_norms(son.log_path)) == 3 and not son.audio_path.exists()
+
+
+def test_step_is_refused_when_the_optimizer_is_hooked_and_after_close(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "x.wav")
+    with pytest.raises(SonifyError, match=r"optimizer\.step"):
+        son.step()
+    son.close()
+    son.close()  # idempotent
+    with pytest.raises(SonifyError, match="closed"):
+        son._record()
+
+
+def test_closed_sonifier_leaves_model_and_optimizer_as_before(tmp_path):
+    plain_model, model = make_model(), make_model()
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    hooks_before = dict(optimizer._optimizer_step_pre_hooks), dict(optimizer._optimizer_step_post_hooks)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "same.wav"):
+        train(model, optimizer, 10)
+    train(plain_model, plain_opt, 10)
+    assert (dict(optimizer._optimizer_step_pre_hooks), dict(optimizer._optimizer_step_post_hooks)) == hooks_before
+    for mine, theirs in zip(model.parameters(), plain_model.parameters()):
+        assert torch.equal(mine, theirs)
+    assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in model.modules())
+    train(model, optimizer, 2)  # still usable, records nothing more
+    assert len(sonify.load_norms(tmp_path / "same.norms.csv")) == 10
+
+
+def test_nan_steps_warn_once_sound_the_alarm_and_are_summarised(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "nan.wav")
+    with pytest.warns(SonifyWarning, match="step 4: gradient norm of 2 is NaN/Inf") as record, son:
+        train(model, optimizer, 8, nan_at=4)
+    assert sum("NaN/Inf" in str(w.message) for w in record) == 1
+    assert son.stats.first_nonfinite_step == 4 and son.stats.nonfinite_steps == 5  # NaN weights from step 4 on
+    audio, _ = soundfile.read(son.audio_path, dtype="float32")
+    assert np.isfinite(audio).all()
+    summary = sonify.load_norms(son.log_path).metadata["summary"]
+    assert summary["first_nonfinite_step"] == 4 and summary["first_nonfinite_layers"] == ["2"]
+
+
+def test_frozen_or_unused_selected_layer_warns_and_rests(tmp_path):
+    model = make_model()
+    model[4].requires_grad_(False)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "f.wav", layers=["0", "2", "4"])
+    with pytest.warns(SonifyWarning, match="layer '4' has no gradient"), son:
+        train(model, optimizer, 3)
+    log = sonify.load_norms(son.log_path)
+    assert log.missing[:, 2].all() and not log.nonfinite.any()
+    assert son.stats.missing_counts.tolist() == [0, 0, 3]
+
+
+def test_log_is_flushed_within_a_second(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "live.wav") as son:
+        train(model, optimizer, 5)
+        time.sleep(1.0)
+        rows = son.log_path.read_text().splitlines()
+    assert len(rows) == 1 + 5
+
+
+def test_a_failing_disk_stops_recording_but_not_training(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = NormLogWriter.append
+
+    def failing_append(self, *args):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(28, "No space left on device")
+        return original(self, *args)
+
+    monkeypatch.setattr(NormLogWriter, "append", failing_append)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with sonify.Sonifier(model, optimizer, out=tmp_path / "full.wav", flush_interval=0.05):
+            train(model, optimizer, 3)
+            time.sleep(0.3)
+            train(model, optimizer, 3)
+            time.sleep(0.3)
+            train(model, optimizer, 3)
+    messages = [str(w.message) for w in caught if "recording stopped" in str(w.message)]
+    assert len(messages) == 1 and "No space left" in messages[0] and "training continues" in messages[0]
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(SonifyError, match="cannot write the norm log"):
+        sonify.Sonifier(make_model(), out=tmp_path / "blocker" / "run.wav")
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import sys, torch, sonify
+    from torch import nn
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with sonify.Sonifier(model, opt, out=sys.argv[1], flush_interval=0.2):
+        while True:
+            opt.zero_grad()
+            model(torch.randn(32, 8)).square().mean().backward()
+            opt.step()
+    """
+)
+
+
+def test_killed_run_keeps_its_log_and_render_rebuilds_the_audio(tmp_path):
+    out = tmp_path / "killed.wav"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(out)], cwd=ROOT)
+    log_file = tmp_path / "killed.norms.csv"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log_file.exists() and log_file.read_text().count("\n") > 200:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        rows_seen = log_file.read_text().count("\n") - 1
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL and rows_seen > 200
+    log = sonify.load_norms(log_file)
+    assert len(log) >= rows_seen and log.steps.tolist() == list(range(1, len(log) + 1))
+    result = run_sonify("render", str(log_file), "-o", str(tmp_path / "rebuilt.wav"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    info = soundfile.info(tmp_path / "rebuilt.wav")
+    assert info.frames == len(log) * sonify.SoundSettings().synthesizer(2).step_samples
