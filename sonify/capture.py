@@ -149,32 +149,33 @@ class GradientCapture:
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers = list(layers)
-        self._segments: dict[tuple, torch.Tensor | None] = {}
+        # Flat views of the selection, so the per-step loop is one pass over parameters.
+        self._parameters = [p for layer in self.layers for p in layer.parameters]
+        self._owners = tuple(index for index, layer in enumerate(self.layers) for _ in layer.parameters)
+        self._segments: dict[tuple, tuple[torch.Tensor | None, bool]] = {}
+        self._all_present = np.zeros(len(self.layers), dtype=bool)
+        self._all_present.flags.writeable = False  # shared by every complete step
         self._in_flight: deque = deque()
 
     def submit(self, step: int) -> None:
         """Start reading the current gradients as the norms of ``step``."""
         import torch
 
-        grads, owners = [], []
-        for index, layer in enumerate(self.layers):
-            for parameter in layer.parameters:
-                grad = parameter.grad
-                if grad is not None:
-                    grads.append(grad.coalesce().values() if grad.is_sparse else grad)
-                    owners.append(index)
-        missing = np.ones(len(self.layers), dtype=bool)
-        missing[owners] = False
+        grads = [p.grad for p in self._parameters]
+        if any(g is None or g.is_sparse for g in grads):
+            grads, owners, missing = self._present(grads)
+        else:
+            owners, missing = self._owners, self._all_present
         if not grads:
             self._in_flight.append((step, np.zeros(len(self.layers), np.float32), missing, None))
             return
+        device = grads[0].device
+        segment, mixed_devices = self._segment_index(owners, grads)
         with torch.no_grad():
-            device = grads[0].device
             param_norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
-            if any(n.device != device for n in param_norms):  # model split across devices
+            if mixed_devices:  # a model split across devices
                 param_norms = [n.to(device, non_blocking=True) for n in param_norms]
             stacked = torch.stack(param_norms)
-            segment = self._segment_index(tuple(owners), device)
             if segment is None:  # exactly one gradient per layer, in order
                 layer_norms = stacked
             else:
@@ -188,6 +189,17 @@ class GradientCapture:
             self._in_flight.append((step, host, missing, event))
         else:
             self._in_flight.append((step, layer_norms.cpu().numpy(), missing, None))
+
+    def _present(self, grads: list) -> tuple[list, tuple, np.ndarray]:
+        """The gradients that exist (sparse ones as their values), their layers, and the missing mask."""
+        present, owners = [], []
+        for grad, owner in zip(grads, self._owners):
+            if grad is not None:
+                present.append(grad.coalesce().values() if grad.is_sparse else grad)
+                owners.append(owner)
+        missing = np.ones(len(self.layers), dtype=bool)
+        missing[owners] = False
+        return present, tuple(owners), missing
 
     def ready(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Steps whose norms are on the host, oldest first, without waiting."""
@@ -210,12 +222,15 @@ class GradientCapture:
         step, norms, missing, _ = self._in_flight.popleft()
         return step, (norms if isinstance(norms, np.ndarray) else norms.numpy()), missing
 
-    def _segment_index(self, owners: tuple, device: torch.device) -> torch.Tensor | None:
-        """Layer index of each gradient on ``device`` (cached; None when trivial)."""
+    def _segment_index(self, owners: tuple, grads: list) -> tuple[torch.Tensor | None, bool]:
+        """Layer index of each gradient on the first gradient's device (None when
+        trivial), and whether the gradients span several devices. Cached."""
+        device = grads[0].device
         key = (owners, device)
         if key not in self._segments:
             import torch
 
             trivial = owners == tuple(range(len(self.layers)))
-            self._segments[key] = None if trivial else torch.tensor(owners, device=device)
+            mixed = any(g.device != device for g in grads)
+            self._segments[key] = (None if trivial else torch.tensor(owners, device=device), mixed)
         return self._segments[key]

@@ -234,14 +234,12 @@ class NormLogWriter:
 
     def append(self, steps: Iterable[int], norms: np.ndarray, missing: np.ndarray) -> None:
         """Append one row per step (``norms`` and ``missing`` shaped (rows, layers))."""
-        # str() of a float32 is its shortest round-trip text ("0.10008452", "nan", "inf").
-        cells = np.asarray(norms, dtype=np.float32)
-        rows = [
-            (step, *("" if gone else str(value) for value, gone in zip(row, gaps)))
-            for step, row, gaps in zip(steps.tolist(), cells, missing.tolist())
-        ]
+        # A float32's str() is its shortest round-trip text ("0.10008452", "nan", "inf").
+        cells = np.asarray(norms, dtype=np.float32).astype(str)
+        cells[np.asarray(missing, dtype=bool)] = ""
+        rows = [f"{step},{','.join(row)}\n" for step, row in zip(np.asarray(steps).tolist(), cells.tolist())]
         if rows:
-            self._write(_format_rows(rows))
+            self._write("".join(rows))
             self.rows += len(rows)
 
     def write_metadata(self, **extra: Any) -> None:
