@@ -24,7 +24,9 @@ steps = int(sys.argv[1])
 baseline = peak_mb()
 writer = sonify.record.NormLogWriter(sys.argv[2] + "/hour.norms.csv", ["a", "b", "c", "d"])
 norms = np.exp(np.random.default_rng(0).normal(0, 1, (steps, 4))).astype(np.float32)
-writer.append(np.arange(1, steps + 1), norms, np.zeros(norms.shape, bool))
+for start in range(0, steps, 1000):  # as a Sonifier does: a block at a time
+    block = norms[start : start + 1000]
+    writer.append(np.arange(start + 1, start + 1 + len(block)), block, np.zeros(block.shape, bool))
 writer.close()
 del norms
 after_log = peak_mb()
