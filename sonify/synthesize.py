@@ -186,7 +186,7 @@ class Synthesizer:
         """
         rows, cols = self._grid
         omega = plan.omega.astype(np.float32)[:, :, None]
-        angles = np.empty((*plan.omega.shape, 2, max(rows, cols)), dtype=np.float32)
+        angles = np.zeros((*plan.omega.shape, 2, max(rows, cols)), dtype=np.float32)
         np.multiply(omega, self._row_offsets, out=angles[:, :, 0, :rows])
         angles[:, :, 0, :rows] += plan.start.astype(np.float32)[:, :, None]
         np.multiply(omega, self._col_offsets, out=angles[:, :, 1, :cols])
