@@ -74,6 +74,17 @@ def _sound_options(command: Callable) -> Callable:
     return command
 
 
+def _output_options(out_help: str) -> Callable:
+    """``-o/--out`` and ``--no-progress``, shared by the commands that write audio."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--no-progress", is_flag=True, help="Hide the progress bar.")(command)
+        out = click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help=out_help)
+        return out(command)
+
+    return decorate
+
+
 def _sound_settings(
     mapping: str,
     norm_range: str | None,
@@ -191,14 +202,7 @@ def main() -> None:
     help="Norm of each layer's weight gradient (the reference) or of all its parameters.",
 )
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:1, ...")
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Audio file [default: audio_out/<name from the settings>.wav]; the norm log goes beside it.",
-)
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_output_options("Audio file [default: audio_out/<name from the settings>.wav]; the norm log goes beside it.")
 @_sound_options
 @click.pass_context
 def train(
@@ -283,15 +287,8 @@ def _pick_device(device: str) -> str:
 
 @main.command(name="render")
 @click.argument("log", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Audio file (.wav or .flac) [default: the log's name with .wav].",
-)
+@_output_options("Audio file (.wav or .flac) [default: the log's name with .wav].")
 @click.option("--drop-incomplete", is_flag=True, help="Ignore a cut-off last line in the log.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_sound_options
 def render_command(log: Path, out: Path | None, drop_incomplete: bool, no_progress: bool, **sound_options: Any) -> None:
     """Render a recorded norm log (LOG: a .norms.csv) to audio, without training."""
