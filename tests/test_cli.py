@@ -123,3 +123,40 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         errors = [line for line in result.output.splitlines() if line.startswith("sonify: error:")]
         assert len(errors) == 1 and message in errors[0], (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_ctrl_c_during_train_closes_the_files(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "stopped.wav"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sonify.cli",
+            "train",
+            "--steps",
+            "100000",
+            "--dataset",
+            "digits",
+            "--no-progress",
+            "-o",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log_file = tmp_path / "stopped.norms.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log_file.exists() or log_file.read_text().count("\n") < 20):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "sonify train: interrupted" in stdout and "Traceback" not in stderr
+    log = sonify.load_norms(log_file)
+    assert len(log) >= 20 and log.metadata["interrupted"] is True
+    assert soundfile.info(out).frames == len(log) * sonify.SoundSettings().synthesizer(4).step_samples
