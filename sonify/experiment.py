@@ -252,7 +252,7 @@ def run_experiment(
     out = Path(out) if out is not None else DEFAULT_OUT_DIR / f"{config.run_name(mapping_name, dataset_name)}.wav"
     metadata = {"experiment": {**asdict(config), "data_dir": str(config.data_dir)}, "dataset": description}
     batches = _batches(images, labels, config.batch_size, config.seed)
-    losses = torch.empty(config.steps)
+    losses = torch.empty(config.steps, device=device)  # on the device: no host sync per step
     done, interrupted = 0, False
     sonifier = Sonifier(
         model,
@@ -272,7 +272,7 @@ def run_experiment(
             loss = F.nll_loss(model(inputs.to(device)), targets.to(device))
             loss.backward()
             optimizer.step()
-            losses[step] = loss.detach().to("cpu", non_blocking=True)
+            losses[step] = loss.detach()
             done = step + 1
             bar.update(1)
             if done % 20 == 0 or done == config.steps:
