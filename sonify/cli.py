@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
 from .output import SAMPLE_FORMATS
@@ -171,7 +172,7 @@ def main() -> None:
 @main.command()
 @click.option(
     "--optimizer",
-    type=click.Choice(["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam"]),
+    type=click.Choice(list(OPTIMIZERS)),
     default="sgd",
     show_default=True,
     help="Torch optimizer.",
@@ -183,7 +184,7 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--dataset",
-    type=click.Choice(["auto", "mnist", "digits"]),
+    type=click.Choice(list(DATASETS)),
     default="auto",
     show_default=True,
     help="auto: MNIST if it loads or downloads, else scikit-learn's digits.",
@@ -222,7 +223,7 @@ def train(
     **sound_options: Any,
 ) -> None:
     """Train the reference CNN on digits and record how its gradients sound."""
-    from .experiment import OPTIMIZERS, ExperimentConfig, run_experiment
+    from .experiment import ExperimentConfig, run_experiment
 
     if ctx.get_parameter_source("momentum") == click.core.ParameterSource.COMMANDLINE and not OPTIMIZERS[optimizer][1]:
         raise SonifyError(f"--momentum does not apply to {optimizer}; drop it or use sgd/rmsprop")

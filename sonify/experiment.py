@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
 from .render import SoundSettings, _progress_bar
 from .sonifier import DEFAULT_OUT_DIR, Sonifier
@@ -34,21 +35,6 @@ __all__ = ["OPTIMIZERS", "ExperimentConfig", "ExperimentResult", "LeNet", "load_
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 REFERENCE_LAYERS = ("conv1", "conv2", "fc1", "fc2")
-
-#: Optimizers by CLI name; the second item tells whether it takes ``momentum``.
-OPTIMIZERS: dict[str, tuple[str, bool]] = {
-    "sgd": ("SGD", True),
-    "adam": ("Adam", False),
-    "adamw": ("AdamW", False),
-    "rmsprop": ("RMSprop", True),
-    "adagrad": ("Adagrad", False),
-    "adadelta": ("Adadelta", False),
-    "adamax": ("Adamax", False),
-    "nadam": ("NAdam", False),
-    "radam": ("RAdam", False),
-}
-
-DATASETS = ("auto", "mnist", "digits")
 
 
 class LeNet(nn.Module):
