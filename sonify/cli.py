@@ -22,6 +22,7 @@ from .mapping import PRESETS, SCALES
 from .output import SAMPLE_FORMATS
 from .record import RunStats, load_norms, log_paths
 from .render import SoundSettings, render
+from .stream import DEFAULT_LATENCY
 
 
 def _sound_options(command: Callable) -> Callable:
@@ -86,6 +87,24 @@ def _output_options(out_help: str) -> Callable:
     return decorate
 
 
+def _live_options(command: Callable) -> Callable:
+    """``--device`` and ``--latency``, shared by the commands that play sound."""
+    command = click.option(
+        "--latency",
+        type=click.FloatRange(0.005, 2.0),
+        default=DEFAULT_LATENCY,
+        show_default=True,
+        help="Seconds of buffering asked of the sound card (raise it if the summary reports underruns).",
+    )(command)
+    return click.option(
+        "--device",
+        "output_device",
+        metavar="NAME|INDEX",
+        default=None,
+        help="Output device for live sound [default: the system's default]; see `sonify devices`.",
+    )(command)
+
+
 def _sound_settings(
     mapping: str,
     norm_range: str | None,
@@ -135,7 +154,7 @@ def _format_summary(stats: RunStats, files: list[Path], title: str, extra: dict[
         text = f"{span[0]:.4g} .. {span[1]:.4g}" if span else "no finite norm"
         gaps = stats.missing_counts[stats.layer_names.index(name)]
         lines.append(f"    {name:<{width}}  {text}" + (f"  (no gradient at {gaps} steps: rests)" if gaps else ""))
-    lines.append("  files:")
+    lines.append("  files:" if files else "  files: none (--no-save)")
     lines.extend(f"    {path}" for path in files)
     return "\n".join(lines)
 
@@ -202,7 +221,11 @@ def main() -> None:
     show_default=True,
     help="Norm of each layer's weight gradient (the reference) or of all its parameters.",
 )
-@click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:1, ...")
+@click.option("--torch-device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, cuda:1, ...")
+@click.option("--live", is_flag=True, help="Play the sound while training runs (training never waits for it).")
+@click.option("--pace", is_flag=True, help="With --live: play every step, making training wait for the sound.")
+@click.option("--no-save", is_flag=True, help="With --live: write no WAV and no norm log, only listen.")
+@_live_options
 @_output_options("Audio file [default: audio_out/<name from the settings>.wav]; the norm log goes beside it.")
 @_sound_options
 @click.pass_context
@@ -217,16 +240,28 @@ def train(
     dataset: str,
     data_dir: Path | None,
     params: str,
-    device: str,
+    torch_device: str,
+    live: bool,
+    pace: bool,
+    no_save: bool,
+    output_device: str | None,
+    latency: float,
     out: Path | None,
     no_progress: bool,
     **sound_options: Any,
 ) -> None:
-    """Train the reference CNN on digits and record how its gradients sound."""
+    """Train the reference CNN on digits and record how its gradients sound.
+
+    With --live you hear it as it trains; the WAV and norm log are written
+    either way (unless --no-save).
+    """
     from .experiment import ExperimentConfig, run_experiment
 
     if ctx.get_parameter_source("momentum") == click.core.ParameterSource.COMMANDLINE and not OPTIMIZERS[optimizer][1]:
         raise SonifyError(f"--momentum does not apply to {optimizer}; drop it or use sgd/rmsprop")
+    for flag, given in (("--pace", pace), ("--no-save", no_save), ("--device", output_device is not None)):
+        if given and not live:
+            raise SonifyError(f"{flag} only applies to live sound; add --live")
     sound = _sound_settings(**sound_options)
     config = ExperimentConfig(
         optimizer=optimizer,
@@ -237,10 +272,10 @@ def train(
         seed=seed,
         dataset=dataset,
         params=params,
-        device=_pick_device(device),
+        device=_pick_device(torch_device),
         **({"data_dir": data_dir} if data_dir else {}),
     )
-    auto_range = sound.norm_range == "auto"
+    auto_range = sound.norm_range == "auto" and not no_save
     # A fitted range needs the whole run: record the log, then render once at the end.
     recording_sound = SoundSettings(**{**sound.__dict__, "norm_range": None}) if auto_range else sound
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # let `kill` close the files properly
@@ -248,7 +283,12 @@ def train(
         config,
         out=out,
         sound=recording_sound,
-        audio=not auto_range,
+        audio=not auto_range and not no_save,
+        log=not no_save,
+        live=live,
+        device=output_device,
+        pace=pace,
+        latency=latency,
         progress=not no_progress,
         notice=lambda text: click.echo(f"sonify: {text}", err=True),
     )
@@ -257,18 +297,15 @@ def train(
         render(son.log_path, son.audio_path, sound=sound)
     momentum_text = f" momentum={config.momentum:g}" if config.momentum is not None else ""
     title = "sonify train: interrupted" if result.interrupted else "sonify train: done"
-    click.echo(
-        _format_summary(
-            son.stats,
-            [son.audio_path, son.log_path, son.meta_path],
-            title,
-            {
-                "run": f"{optimizer} lr={lr:g}{momentum_text} batch={batch_size} seed={seed} on {config.device}",
-                "data": result.dataset_description,
-                "final loss": f"{result.final_loss:.4g}",
-            },
-        )
-    )
+    extra = {
+        "run": f"{optimizer} lr={lr:g}{momentum_text} batch={batch_size} seed={seed} on {config.device}",
+        "data": result.dataset_description,
+        "final loss": f"{result.final_loss:.4g}",
+    }
+    if son.live_report is not None:
+        extra["live"] = son.live_report.describe()
+    files = [] if no_save else [son.audio_path, son.log_path, son.meta_path]
+    click.echo(_format_summary(son.stats, files, title, extra))
     if result.interrupted:
         ctx.exit(130)
 
@@ -284,6 +321,49 @@ def _pick_device(device: str) -> str:
         reason = str(exc).strip().splitlines()[0]
         raise SonifyError(f"device {device!r} is not usable ({reason}); use --device cpu or auto") from None
     return device
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@_live_options
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_sound_options
+@click.pass_context
+def play(
+    ctx: click.Context, source: Path, output_device: str | None, latency: float, no_progress: bool, **sound_options: Any
+) -> None:
+    """Play a recorded run: SOURCE is a norm log (.norms.csv) or an audio file.
+
+    A norm log is synthesized on the fly with the sound options below; an
+    audio file is played as it is. Ctrl-C stops it.
+    """
+    from .play import play as play_source
+
+    sound = _sound_settings(**sound_options)
+    try:
+        result = play_source(source, device=output_device, sound=sound, progress=not no_progress, latency=latency)
+    except KeyboardInterrupt:
+        click.echo("sonify play: stopped", err=True)
+        ctx.exit(130)
+    click.echo(
+        f"sonify play: played {result.duration:.1f} s of {result.source} on {result.device!r}, {result.underruns} underruns"
+    )
+
+
+@main.command()
+def devices() -> None:
+    """List the audio output devices; * marks the default.
+
+    Use the index or (part of) the name with --device.
+    """
+    from .stream import output_devices
+
+    for device in output_devices(require=True):
+        mark = "*" if device["default"] else " "
+        click.echo(
+            f"{mark} {device['index']} {device['name']}, {device['hostapi_name']} "
+            f"({device['max_output_channels']} out, {device['default_samplerate']:g} Hz)"
+        )
 
 
 @main.command(name="render")

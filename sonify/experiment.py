@@ -207,6 +207,7 @@ def run_experiment(
     audio: bool = True,
     progress: bool = True,
     notice: Callable[[str], None] = print,
+    **sonifier_options: Any,
 ) -> ExperimentResult:
     """Train the reference CNN with sonify attached.
 
@@ -222,6 +223,8 @@ def run_experiment(
         Show a progress bar with steps/s and the loss.
     notice : callable
         Receives one-line notices (dataset fallback).
+    **sonifier_options
+        Passed to :class:`~sonify.Sonifier` (``live``, ``device``, ``pace``, ``log``, ...).
 
     Returns
     -------
@@ -249,6 +252,7 @@ def run_experiment(
         sound=sound,
         audio=audio,
         metadata=metadata,
+        **sonifier_options,
     )
     bar = _progress_bar(config.steps, "train", enabled=progress)
     try:
@@ -267,7 +271,7 @@ def run_experiment(
         interrupted = True
     finally:
         bar.close()
-        sonifier.close()
+        sonifier.close(drain=not interrupted)
         final_loss = float(losses[done - 1]) if done else math.nan
         sonifier.update_metadata(final_loss=final_loss, interrupted=interrupted)
     return ExperimentResult(config, sonifier, final_loss, description, interrupted)

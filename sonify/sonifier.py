@@ -4,7 +4,9 @@ The training thread does as little as possible: at each optimizer step it
 launches one fused norm computation and one host copy (see
 :mod:`sonify.capture`) and hands the result to a queue. A background thread
 appends the rows to the norm log (flushed at least every ``flush_interval``
-seconds), synthesizes their audio and appends it to the WAV.
+seconds), synthesizes their audio and appends it to the WAV. With
+``live=True`` each step is also handed to the live player (see
+:mod:`sonify.play` for what is heard when training outruns the sound).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import queue
 import threading
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +27,10 @@ import numpy as np
 from ._errors import SonifyError, SonifyWarning
 from .capture import GradientCapture, LayerSelector, ParamSelector, select_layers
 from .mapping import PitchMap
+from .play import LiveReport, _LivePlayer
 from .record import NormLogWriter, RunStats, log_paths
 from .render import SoundSettings, _AudioPipeline
+from .stream import DEFAULT_LATENCY
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +65,22 @@ class Sonifier:
     mapping : str or PitchMap, optional
         Shortcut that overrides ``sound.mapping``.
     audio : bool
-        Write the audio file (the norm log is always written).
+        Write the audio file.
+    log : bool
+        Write the norm log (``audio=False, log=False`` with ``live=True``
+        only listens).
+    live : bool
+        Play the sound through the sound card while training runs. Training
+        never waits for it; when steps come faster than they can sound, the
+        newest is played and the others are skipped live (an alarm is never
+        skipped; the files keep every step).
+    device : int or str, optional
+        Output device for ``live`` (index or name, see ``sonify devices``);
+        the default device if None.
+    pace : bool
+        With ``live``: play every step and make training wait for the sound.
+    latency : float
+        With ``live``: seconds of buffering asked of the sound card.
     metadata : dict, optional
         Extra settings stored in the log's JSON sidecar.
     flush_interval : float
@@ -91,6 +111,11 @@ class Sonifier:
         sound: SoundSettings | None = None,
         mapping: str | PitchMap | None = None,
         audio: bool = True,
+        log: bool = True,
+        live: bool = False,
+        device: int | str | None = None,
+        pace: bool = False,
+        latency: float = DEFAULT_LATENCY,
         metadata: dict[str, Any] | None = None,
         flush_interval: float = 0.5,
     ) -> None:
@@ -106,22 +131,37 @@ class Sonifier:
         self.audio_path = Path(out) if out is not None else _default_out()
         self.log_path, self.meta_path = log_paths(self.audio_path)
         pitch_map = self.sound.pitch_map()
-        self._writer = NormLogWriter(
-            self.log_path,
-            self.layer_names,
-            {
-                "created": _dt.datetime.now().isoformat(timespec="seconds"),
-                "sonify": __version__,
-                "torch": torch.__version__,
-                "model": type(model).__name__,
-                "optimizer": type(optimizer).__name__ if optimizer is not None else None,
-                "parameters": {layer.name: list(layer.parameter_names) for layer in self.layers},
-                "sound": self.sound.describe(pitch_map),
-                "audio": str(self.audio_path) if audio else None,
-                **(metadata or {}),
-            },
+        if pace and not live:
+            raise SonifyError("pace=True makes training wait for live sound; it needs live=True")
+        # Open the sound card first: if it fails, no files are left behind.
+        self._live = (
+            _LivePlayer(self.sound, len(self.layers), pitch_map, device=device, pace=pace, latency=latency)
+            if live
+            else None
         )
-        self._audio = _AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map) if audio else None
+        self._pace = pace
+        self._live_step = 0  # last step handed to the live player
+        self.live_report: LiveReport | None = None
+        self._live_failure_reported = False
+        run_metadata = {
+            "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "sonify": __version__,
+            "torch": torch.__version__,
+            "model": type(model).__name__,
+            "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+            "parameters": {layer.name: list(layer.parameter_names) for layer in self.layers},
+            "sound": self.sound.describe(pitch_map),
+            "audio": str(self.audio_path) if audio else None,
+            "live": live,
+            **(metadata or {}),
+        }
+        try:
+            self._writer = NormLogWriter(self.log_path, self.layer_names, run_metadata) if log else None
+            self._audio = _AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map) if audio else None
+        except BaseException:
+            if self._live is not None:
+                self._live.close(drain=False)
+            raise
         self.stats = RunStats(self.layer_names)
         self._capture = GradientCapture(self.layers)
         self._steps = 0
@@ -156,8 +196,25 @@ class Sonifier:
             return
         self._steps += 1
         self._capture.submit(self._steps)
-        for item in self._capture.ready():
+        ready = self._capture.ready()
+        for item in ready:
             self._queue.put(item)
+        if self._live is not None:
+            self._to_live(ready)
+
+    def _to_live(self, items: list) -> None:
+        self._push_live(items)
+        if self._live.failure is not None:
+            self._report_live_failure()
+        elif self._pace:
+            self._live.wait_for_pace(self._steps - self._live_step)
+
+    def _push_live(self, items: list) -> None:
+        now = time.perf_counter()
+        for item in items:
+            self._live.push(*item, now)
+        if items:
+            self._live_step = items[-1][0]
 
     @property
     def steps(self) -> int:
@@ -195,7 +252,8 @@ class Sonifier:
         first_bad = self.stats.first_nonfinite_step
         new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
         self.stats.update(steps, norms, missing)
-        self._writer.append(steps, norms, missing)
+        if self._writer is not None:
+            self._writer.append(steps, norms, missing)
         if self._audio is not None:
             self._audio.feed(norms, missing)
         if first_bad is None and self.stats.first_nonfinite_step is not None:
@@ -224,11 +282,27 @@ class Sonifier:
                 stacklevel=3,
             )
 
+    def _report_live_failure(self) -> None:
+        if not self._live_failure_reported:
+            self._live_failure_reported = True
+            saved = "the WAV and norm log are still written" if self.files else "nothing is saved (no files asked for)"
+            warnings.warn(
+                f"live audio stopped at step {self._steps}: {self._live.failure}; training continues and {saved}",
+                SonifyWarning,
+                stacklevel=4,
+            )
+
     # -- closing ---------------------------------------------------------
-    def close(self) -> RunStats:
+    def close(self, *, drain: bool = True) -> RunStats:
         """Detach from the optimizer, write everything out and close the files.
 
         Safe to call more than once. Returns the run's :class:`~sonify.record.RunStats`.
+
+        Parameters
+        ----------
+        drain : bool
+            Let live sound still due play out; False stops it at once (as
+            leaving the ``with`` block by an exception does).
         """
         if self._closed:
             return self.stats
@@ -236,32 +310,47 @@ class Sonifier:
         atexit.unregister(self.close)
         if self._hook is not None:
             self._hook.remove()
-        for item in self._capture.drain():
+        remaining = self._capture.drain()
+        for item in remaining:
             self._queue.put(item)
         self._queue.put(_CLOSE)
+        if self._live is not None:
+            self._push_live(remaining)
+            self.live_report = self._live.close(drain=drain)
+            if self.live_report.failure is not None:
+                self._report_live_failure()
         self._thread.join()
-        self._writer.close()
         if self._audio is not None:
             self._audio.close()
         if self._failure is not None:
             self._report_failure()
-        self._writer.write_metadata(summary=self.stats.as_dict(), closed=True)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer.write_metadata(summary=self._summary(), closed=True)
         return self.stats
+
+    def _summary(self) -> dict[str, Any]:
+        summary = self.stats.as_dict()
+        if self.live_report is not None:
+            summary["live"] = asdict(self.live_report)
+        return summary
 
     def update_metadata(self, **values: Any) -> None:
         """Add entries to the run's JSON sidecar (for example the final loss)."""
-        self._writer.write_metadata(**values)
+        if self._writer is not None:
+            self._writer.write_metadata(**values)
 
     @property
     def files(self) -> list[Path]:
         """The files this Sonifier writes."""
-        return [self.log_path, self.meta_path] + ([self.audio_path] if self._audio is not None else [])
+        logs = [self.log_path, self.meta_path] if self._writer is not None else []
+        return logs + ([self.audio_path] if self._audio is not None else [])
 
     def __enter__(self) -> Sonifier:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type | None, *exc_info: object) -> None:
+        self.close(drain=exc_type is None)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "recording"
