@@ -150,14 +150,8 @@ class _LivePlayer:
             step, norms, missing, when = self._pending.popleft()
         else:
             batch = [self._pending.popleft() for _ in range(len(self._pending))]
-            step, norms, missing, when = batch[-1]
-            if len(batch) > 1:
-                self.skipped += len(batch) - 1
-                # Summarise the skipped steps: an alarm anywhere in them still sounds.
-                alarm = np.zeros(len(norms), bool)
-                for _, skipped_norms, skipped_missing, _ in batch[:-1]:
-                    alarm |= ~np.isfinite(skipped_norms) & ~skipped_missing
-                norms = np.where(alarm & ~missing, np.nan, norms)
+            self.skipped += len(batch) - 1
+            step, norms, missing, when = _newest_keeping_alarms(batch)
         samples = self.synth.synthesize(self.pitch_map(norms[None, :]), missing[None, :])
         if self.timeline is not None:
             self.timeline.append((self.stream.written, step, when))
@@ -172,6 +166,18 @@ class _LivePlayer:
         self._thread.join()
         self.stream.close(drain=drain)
         return LiveReport(self.stream.device_name, self.played, self.skipped, self.stream.underruns, self.failure)
+
+
+def _newest_keeping_alarms(batch: list[tuple[int, np.ndarray, np.ndarray, float]]) -> tuple:
+    """The newest of several waiting steps, with the alarm of any layer that was NaN/Inf in the others."""
+    step, norms, missing, when = batch[-1]
+    alarm = np.zeros(len(norms), bool)
+    for _, older_norms, older_missing, _ in batch[:-1]:
+        alarm |= ~np.isfinite(older_norms) & ~older_missing
+    if alarm.any():
+        norms = np.where(alarm, np.nan, norms)
+        missing = missing & ~alarm
+    return step, norms, missing, when
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 import soundfile
 from click.testing import CliRunner
 
 import sonify
-from conftest import ROOT, run_sonify
+from conftest import ROOT, SoundServer, frames_played, run_sonify
 from sonify.cli import main
 from sonify.record import NormLogWriter
 
@@ -113,7 +116,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         (("render", str(tmp_path / "x.norms.csv"), "-o", str(tmp_path / "x.mp3")), ".wav or .flac"),
         (("train", "--optimizer", "adam", "--momentum", "0.9"), "--momentum does not apply to adam"),
         (("train", "--lr", "-1", "--dataset", "digits"), "learning rate"),
-        (("train", "--device", "cuda:7", "--dataset", "digits"), "device 'cuda:7' is not usable"),
+        (("train", "--torch-device", "cuda:7", "--dataset", "digits"), "device 'cuda:7' is not usable"),
+        (("train", "--pace"), "--pace only applies to live sound; add --live"),
+        (("train", "--device", "pulse"), "--device only applies to live sound; add --live"),
     ]
     (tmp_path / "bad.norms.csv").write_text("step,a\n1,2\n2,x\n")
     cases.append((("render", str(tmp_path / "bad.norms.csv")), "bad.norms.csv:3: not a number"))
@@ -125,10 +130,13 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         assert "Traceback" not in result.output
 
 
-def test_ctrl_c_during_train_closes_the_files(tmp_path):
+@pytest.mark.parametrize("live", [False, True], ids=["files", "live"])
+def test_ctrl_c_during_train_closes_the_files(tmp_path, request, live):
     import signal
     import time
 
+    if live:
+        request.getfixturevalue("sound_server")
     out = tmp_path / "stopped.wav"
     process = subprocess.Popen(
         [
@@ -143,6 +151,7 @@ def test_ctrl_c_during_train_closes_the_files(tmp_path):
             "--no-progress",
             "-o",
             str(out),
+            *(["--live"] if live else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -160,3 +169,77 @@ def test_ctrl_c_during_train_closes_the_files(tmp_path):
     log = sonify.load_norms(log_file)
     assert len(log) >= 20 and log.metadata["interrupted"] is True
     assert soundfile.info(out).frames == len(log) * sonify.SoundSettings().synthesizer(4).step_samples
+
+
+def test_train_live_plays_every_step_with_pace_and_reports_it(tmp_path, sound_server):
+    with sound_server.capture() as recording:
+        result = run_sonify(
+            "train",
+            "--steps",
+            "6",
+            "--dataset",
+            "digits",
+            "--no-progress",
+            "--live",
+            "--pace",
+            "--device",
+            "pulse",
+            "-o",
+            str(tmp_path / "run.wav"),
+        )
+    assert result.returncode == 0, result.stderr
+    assert "live: 6 steps played on 'pulse', 0 underruns" in result.stdout
+    audio, _ = soundfile.read(tmp_path / "run.wav", dtype="float32")
+    step = len(audio) // 6
+    frames_played(recording.samples, [audio[i : i + step] for i in range(0, len(audio), step)])
+
+
+def test_devices_lists_the_virtual_card(sound_server):
+    result = run_sonify("devices")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("  ") and " pulse, ALSA (" in line for line in lines)
+    assert sum(line.startswith("* ") for line in lines) == 1
+
+
+def test_sound_server_dying_mid_run_does_not_stop_training(tmp_path):
+    server = SoundServer(tmp_path / "server")
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sonify.cli",
+                "train",
+                "--steps",
+                "40",
+                "--batch-size",
+                "256",
+                "--dataset",
+                "digits",
+                "--no-progress",
+                "--live",
+                "-o",
+                str(tmp_path / "run.wav"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **server.env},
+        )
+        log_file = tmp_path / "run.norms.csv"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not log_file.exists() or log_file.read_text().count("\n") < 5):
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    warnings_seen = [line for line in stderr.splitlines() if "live audio stopped" in line]
+    assert (
+        len(warnings_seen) == 1 and "training continues and the WAV and norm log are still written" in warnings_seen[0]
+    )
+    assert "Traceback" not in stderr and "stopped early" in stdout
+    assert len(sonify.load_norms(log_file)) == 40
+    assert soundfile.info(tmp_path / "run.wav").frames == 40 * sonify.SoundSettings().synthesizer(4).step_samples

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import sonify
-from conftest import ROOT, decode_tones, run_sonify
+from conftest import ROOT, decode_tones, frames_played, run_sonify
 from sonify import SonifyError, SonifyWarning
 from sonify.record import NormLogWriter
 
@@ -213,3 +213,69 @@ def test_killed_run_keeps_its_log_and_render_rebuilds_the_audio(tmp_path):
     assert result.returncode == 0, result.stderr
     info = soundfile.info(tmp_path / "rebuilt.wav")
     assert info.frames == len(log) * sonify.SoundSettings().synthesizer(2).step_samples
+
+
+# -- live sound -------------------------------------------------------------
+
+
+def wav_frames(path, son):
+    audio, _ = soundfile.read(path, dtype="float32")
+    step = son._live.synth.step_samples if son._live else son.sound.synthesizer(len(son.layers)).step_samples
+    return [audio[i : i + step] for i in range(0, len(audio), step)]
+
+
+def test_paced_live_run_plays_every_step_as_written_to_the_wav(tmp_path, sound_server):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    out = tmp_path / "run.wav"
+    with sound_server.capture() as recording, sonify.Sonifier(model, optimizer, out=out, live=True, pace=True) as son:
+        train(model, optimizer, steps=12, nan_at=7)
+    assert son.live_report.played == 12 and son.live_report.skipped == 0 and son.live_report.underruns == 0
+    frames = wav_frames(tmp_path / "run.wav", son)
+    assert len(frames) == 12
+    frames_played(recording.samples, frames)  # every step, in order, the same samples as the file
+    log = sonify.load_norms(tmp_path / "run.norms.csv")
+    assert log.metadata["summary"]["live"]["played"] == 12
+
+
+def test_live_run_faster_than_the_sound_keeps_every_step_in_the_files(tmp_path, sound_server):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, device="pulse") as son:
+        train(model, optimizer, steps=300)
+    report = son.live_report
+    assert report.played + report.skipped == 300 and report.skipped > 0 and report.underruns == 0
+    assert len(sonify.load_norms(tmp_path / "run.norms.csv")) == 300
+    assert len(wav_frames(tmp_path / "run.wav", son)) == 300
+
+
+def test_live_only_writes_no_files(tmp_path, sound_server):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, audio=False, log=False) as son:
+        train(model, optimizer, steps=5)
+    assert son.files == [] and not list(tmp_path.iterdir()) and son.stats.steps == 5
+
+
+def test_live_errors_come_before_any_file_is_written(tmp_path, sound_server):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(SonifyError, match="no output device matches 'nowhere'"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, device="nowhere")
+    with pytest.raises(SonifyError, match=r"pace=True .* needs live=True"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", pace=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_exception_in_the_loop_stops_the_sound_at_once_and_keeps_the_files(tmp_path, sound_server):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, pace=True) as son,
+    ):
+        train(model, optimizer, steps=30)
+        raise KeyboardInterrupt
+    assert son.live_report.played < 30  # the paced sound was cut, not played out
+    assert len(sonify.load_norms(tmp_path / "run.norms.csv")) == 30
+    assert len(wav_frames(tmp_path / "run.wav", son)) == 30

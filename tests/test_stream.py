@@ -30,7 +30,10 @@ def test_lists_the_virtual_card_and_marks_the_default(sound_server):
 
 @pytest.mark.parametrize(
     ("device", "message"),
-    [("no-such-card", "no output device matches 'no-such-card'; choose one of"), (999, "no output device has index 999")],
+    [
+        ("no-such-card", "no output device matches 'no-such-card'; choose one of"),
+        (999, "no output device has index 999"),
+    ],
 )
 def test_unknown_devices_are_named_in_the_error(sound_server, device, message):
     with pytest.raises(LiveStreamError, match=message):
