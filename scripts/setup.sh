@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Set up everything sonify needs on a fresh Debian/Ubuntu machine (run as root or with sudo).
 #   bash scripts/setup.sh
-# - apt: PortAudio (the library behind sounddevice, for live audio)
+# - apt: PortAudio (the library behind sounddevice, for live audio), and for the
+#        live-audio tests a headless sound server: PulseAudio with its ALSA plugin
+#        (the tests start a private server with a virtual speaker themselves)
 # - pip: torch FIRST (an already-satisfied pin never pulls another, multi-GB build),
 #        the torchvision release that matches it, then sonify with its dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=${SONIFY_TORCH_VERSION:-2.13.0}
+APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 if command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] apt: libportaudio2"
+    echo "[setup] apt: ${APT_PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends libportaudio2 >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 else
     echo "[setup] no apt-get: install PortAudio with your package manager (e.g. brew install portaudio)" >&2
 fi

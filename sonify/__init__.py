@@ -10,10 +10,15 @@ Attach it to any loop (nothing else changes)::
     with sonify.Sonifier(model, optimizer, out="audio_out/run.wav"):
         train()
 
-and re-render the recorded norms with other settings later::
+hear it while it trains with ``Sonifier(model, optimizer, live=True)``, and
+re-render or replay the recorded norms with other settings later::
 
     log = sonify.load_norms("audio_out/run.norms.csv")
     sonify.render(log, "audio_out/run-linear.wav", sound=sonify.SoundSettings(mapping="linear"))
+    sonify.play(log)
+
+``import sonify`` does not import sounddevice either: PortAudio is needed only
+when sound is played live.
 
 ``import sonify`` does not import torch (so ``sonify render`` and the CLI's
 help are quick); :class:`Sonifier` imports it when first used.
@@ -25,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import SonifyError, SonifyWarning
 from .mapping import LinearMap, LogMap, PitchMap, get_map
+from .play import LiveReport, PlayResult, play
 from .record import NormLog, RunStats, load_norms
 from .render import RenderResult, SoundSettings, render
+from .stream import LiveStream, LiveStreamError, output_devices
 from .synthesize import Synthesizer
 
 if TYPE_CHECKING:
@@ -36,9 +43,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LinearMap",
+    "LiveReport",
+    "LiveStream",
+    "LiveStreamError",
     "LogMap",
     "NormLog",
     "PitchMap",
+    "PlayResult",
     "RenderResult",
     "RunStats",
     "Sonifier",
@@ -49,6 +60,8 @@ __all__ = [
     "__version__",
     "get_map",
     "load_norms",
+    "output_devices",
+    "play",
     "render",
 ]
 

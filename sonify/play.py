@@ -96,9 +96,10 @@ class _LivePlayer:
         self._wake = threading.Event()
         self._closing = False
         self._abort = False
-        # Refill when less than this is queued: two callback blocks keep the
-        # card fed while leaving the newest step as little wait as possible.
-        self._low_water = 2 * BLOCKSIZE
+        self._idle = False
+        # Refill when less than this is queued: one callback block keeps the
+        # card fed while the newest step waits as little as possible.
+        self._low_water = BLOCKSIZE
         self._thread = threading.Thread(target=self._run, name="sonify-live", daemon=True)
         self._thread.start()
 
@@ -109,7 +110,8 @@ class _LivePlayer:
     def push(self, step: int, norms: np.ndarray, missing: np.ndarray, when: float) -> None:
         """Hand over one step (called from the training thread)."""
         self._pending.append((step, norms, missing, when))
-        self._wake.set()
+        if self._idle:  # only wake a player that waits for steps, not one waiting for the card to drain
+            self._wake.set()
 
     def unplayed_seconds(self, steps_behind: int = 0) -> float:
         """Sound not yet played: queued in the stream, pending, and ``steps_behind`` more steps."""
@@ -123,6 +125,12 @@ class _LivePlayer:
             time.sleep(0.005)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:  # a bug here must not hang a paced training loop: report it as a failure
+            self.stream.failure = f"live sound failed ({type(exc).__name__}: {exc})"
+
+    def _serve(self) -> None:
         rate = self.synth.sample_rate
         while True:
             if self._abort or self.stream.check():
@@ -137,12 +145,14 @@ class _LivePlayer:
                 self._wake.wait(excess / rate)
                 self._wake.clear()
                 continue
+            self._idle = True
             if not self._pending:
                 if self._closing:
                     return
                 self._wake.wait(0.05)
                 self._wake.clear()
                 continue
+            self._idle = False
             self._play_next()
 
     def _play_next(self) -> None:
@@ -161,6 +171,7 @@ class _LivePlayer:
     def close(self, drain: bool = True) -> LiveReport:
         """Play what is due (everything when pacing), stop the stream and report."""
         self._closing = True
+        self._idle = True
         self._abort = not drain
         self._wake.set()
         self._thread.join()

@@ -8,8 +8,8 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.mark.parametrize("script", ["bench_training.py", "bench_synthesis.py", "bench_memory.py"])
-def test_benchmark_runs_in_smoke_mode(script):
+@pytest.mark.parametrize("script", ["bench_training.py", "bench_synthesis.py", "bench_memory.py", "bench_live.py"])
+def test_benchmark_runs_in_smoke_mode(script, sound_server):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True, text=True, timeout=300
     )

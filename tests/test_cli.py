@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 import soundfile
+from _virtual_audio import SoundServer
 from click.testing import CliRunner
 
 import sonify
-from conftest import ROOT, SoundServer, frames_played, run_sonify
+from conftest import ROOT, frames_played, run_sonify
 from sonify.cli import main
 from sonify.record import NormLogWriter
 
