@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,25 @@ def run_sonify(
         text=True,
         timeout=timeout,
     )
+
+
+def start_sonify(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """Start the real ``sonify`` command line in the background (text pipes for its output)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sonify.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_rows(log_file: Path, rows: int, timeout: float = 120) -> None:
+    """Wait until a norm log being written holds at least ``rows`` lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not log_file.exists() or log_file.read_text().count("\n") < rows):
+        time.sleep(0.1)
 
 
 def decode_tones(audio: np.ndarray, sample_rate: int, n_voices: int, tone_samples: int, gap_samples: int) -> np.ndarray:

@@ -1,7 +1,5 @@
-import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ from _virtual_audio import SoundServer
 from click.testing import CliRunner
 
 import sonify
-from conftest import ROOT, frames_played, run_sonify
+from conftest import ROOT, frames_played, run_sonify, start_sonify, wait_for_rows
 from sonify.cli import main
 from sonify.record import NormLogWriter
 
@@ -134,35 +132,16 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 @pytest.mark.parametrize("live", [False, True], ids=["files", "live"])
 def test_ctrl_c_during_train_closes_the_files(tmp_path, request, live):
     import signal
-    import time
 
     if live:
         request.getfixturevalue("sound_server")
     out = tmp_path / "stopped.wav"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sonify.cli",
-            "train",
-            "--steps",
-            "100000",
-            "--dataset",
-            "digits",
-            "--no-progress",
-            "-o",
-            str(out),
-            *(["--live"] if live else []),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    live_args = ["--live"] if live else []
+    process = start_sonify(
+        "train", "--steps", "100000", "--dataset", "digits", "--no-progress", "-o", str(out), *live_args
     )
     log_file = tmp_path / "stopped.norms.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not log_file.exists() or log_file.read_text().count("\n") < 20):
-        time.sleep(0.2)
+    wait_for_rows(log_file, 20)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -206,33 +185,22 @@ def test_devices_lists_the_virtual_card(sound_server):
 def test_sound_server_dying_mid_run_does_not_stop_training(tmp_path):
     server = SoundServer(tmp_path / "server")
     try:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sonify.cli",
-                "train",
-                "--steps",
-                "40",
-                "--batch-size",
-                "256",
-                "--dataset",
-                "digits",
-                "--no-progress",
-                "--live",
-                "-o",
-                str(tmp_path / "run.wav"),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **server.env},
+        process = start_sonify(
+            "train",
+            "--steps",
+            "40",
+            "--batch-size",
+            "256",
+            "--dataset",
+            "digits",
+            "--no-progress",
+            "--live",
+            "-o",
+            str(tmp_path / "run.wav"),
+            env=server.env,
         )
         log_file = tmp_path / "run.norms.csv"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not log_file.exists() or log_file.read_text().count("\n") < 5):
-            time.sleep(0.1)
+        wait_for_rows(log_file, 5)
     finally:
         server.stop()
     stdout, stderr = process.communicate(timeout=300)
