@@ -151,7 +151,7 @@ def live_session(server, seconds, workdir):
 
 def main():
     args = parse_args(__doc__)
-    rounds, steps, seconds = (2, 20, 3) if args.smoke else (21, 200, 60)
+    rounds, steps, seconds = (2, 20, 3) if args.smoke else (31, 200, 60)
     server = None
     if "PULSE_SERVER" not in os.environ:
         server = SoundServer(Path(tempfile.mkdtemp(prefix="sonify-bench-")))

@@ -229,9 +229,9 @@ def test_paced_live_run_plays_every_step_as_written_to_the_wav(tmp_path, sound_s
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     out = tmp_path / "run.wav"
     with (
+        pytest.warns(SonifyWarning, match="step 7"),  # outermost: the recorder thread warns before close returns
         sound_server.capture() as recording,
         sonify.Sonifier(model, optimizer, out=out, live=True, pace=True) as son,
-        pytest.warns(SonifyWarning, match="step 7"),
     ):
         train(model, optimizer, steps=12, nan_at=7)
     assert son.live_report.played == 12 and son.live_report.skipped == 0 and son.live_report.underruns == 0
