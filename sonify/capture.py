@@ -18,11 +18,17 @@ Layer selection (``layers=``):
 Parameter selection (``params=``): ``"all"``, ``"weight"`` (only parameters
 named ``weight``, as in the 2019 reference), or ``(name, parameter) -> bool``.
 A parameter shared by several modules belongs to the first one only.
+
+Grouping (``group=``, see :func:`group_layers`) merges selected layers into
+fewer voices, for large models: a group's norm is the L2 norm over all its
+parameters' gradients. By default (``"auto"``) a model with more than
+:data:`MAX_VOICES` layers is grouped by module prefix, as deep as still fits.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,10 +41,27 @@ from ._errors import SonifyError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["GradientCapture", "Layer", "LayerSelector", "ParamSelector", "select_layers"]
+__all__ = [
+    "MAX_VOICES",
+    "GradientCapture",
+    "GroupSelector",
+    "Layer",
+    "LayerSelector",
+    "ParamSelector",
+    "group_layers",
+    "select_layers",
+]
 
 LayerSelector = Sequence[str] | type | tuple | Callable[[str, "torch.nn.Module"], bool] | None
 ParamSelector = str | Callable[[str, "torch.nn.Parameter"], bool]
+GroupSelector = int | str | Callable[[str], str] | None
+
+#: Most voices a listener can follow in one step (16 tones of 10 ms = a 180 ms
+#: step with its gap); ``group="auto"`` groups larger models down to this.
+MAX_VOICES = 16
+
+#: Name parts that wrappers (DDP, FSDP, activation checkpointing, torch.compile) insert.
+_WRAPPER_PARTS = {"module", "_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,98 @@ def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: 
             f"modules with parameters: {_module_names(modules)}"
         )
     return result
+
+
+def group_layers(layers: Sequence[Layer], group: GroupSelector = "auto") -> list[Layer]:
+    r"""Merge layers into groups that sound as one voice each, in model order.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        From :func:`select_layers`.
+    group : int, str, callable or None
+        * ``None``: no grouping;
+        * an int ``d``: by module prefix of depth ``d`` (``1``: ``layer1``;
+          ``3``: ``encoder.layer.3``), ignoring wrapper names such as ``module``;
+        * ``"auto"`` (default): no grouping up to :data:`MAX_VOICES` layers;
+          beyond, the deepest prefix depth that gives at most that many groups,
+          or else runs of consecutive layers;
+        * any other str: a regular expression; a layer's group is its first
+          match (or the match's first group); layers that do not match stay alone;
+        * a callable ``name -> group name``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(
+    ...     torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)), torch.nn.Linear(2, 1))
+    >>> [g.name for g in group_layers(select_layers(net), 1)]
+    ['0', '1']
+    >>> [g.name for g in group_layers(select_layers(net), r"^\d+")]
+    ['0', '1']
+    """
+    if group is None:
+        return list(layers)
+    if group == "auto":
+        return _auto_groups(list(layers))
+    if isinstance(group, int) and not isinstance(group, bool):
+        if group < 1:
+            raise SonifyError(f"group depth {group} is invalid; use 1 or more (1 groups by top-level module)")
+        return _merge(layers, lambda name: _prefix(name, group))
+    if isinstance(group, str):
+        try:
+            pattern = re.compile(group)
+        except re.error as exc:
+            raise SonifyError(f"group pattern {group!r} is not a valid regular expression ({exc})") from None
+
+        def by_pattern(name: str) -> str:
+            found = pattern.search(name)
+            if found is None:
+                return name
+            return found.group(1) if pattern.groups and found.group(1) else found.group(0)
+
+        return _merge(layers, by_pattern)
+    if callable(group):
+        return _merge(layers, lambda name: str(group(name)))
+    raise SonifyError(
+        f"group={group!r} is not understood; use None, 'auto', a depth, a regular expression or a function"
+    )
+
+
+def _prefix(name: str, depth: int) -> str:
+    parts = [part for part in name.split(".") if part not in _WRAPPER_PARTS]
+    return ".".join(parts[:depth]) or name
+
+
+def _merge(layers: Sequence[Layer], key: Callable[[str], str]) -> list[Layer]:
+    groups: dict[str, list[Layer]] = {}
+    for layer in layers:
+        groups.setdefault(key(layer.name), []).append(layer)
+    return [
+        Layer(name, sum((m.parameters for m in members), ()), sum((m.parameter_names for m in members), ()))
+        for name, members in groups.items()
+    ]
+
+
+def _auto_groups(layers: list[Layer]) -> list[Layer]:
+    if len(layers) <= MAX_VOICES:
+        return layers
+    deepest = max(len(layer.name.split(".")) for layer in layers)
+    for depth in range(deepest, 0, -1):
+        grouped = _merge(layers, lambda name, depth=depth: _prefix(name, depth))
+        if len(grouped) <= MAX_VOICES:
+            return grouped
+    # Even the top-level modules are too many (a long Sequential): runs of consecutive layers.
+    size = -(-len(layers) // MAX_VOICES)
+    runs = [layers[i : i + size] for i in range(0, len(layers), size)]
+    return [
+        Layer(
+            run[0].name if len(run) == 1 else f"{run[0].name}..{run[-1].name}",
+            sum((m.parameters for m in run), ()),
+            sum((m.parameter_names for m in run), ()),
+        )
+        for run in runs
+    ]
 
 
 def _param_filter(params: ParamSelector) -> Callable[[str, torch.nn.Parameter], bool]:

@@ -23,6 +23,7 @@ from .output import SAMPLE_FORMATS
 from .record import RunStats, load_norms, log_paths
 from .render import SoundSettings, render
 from .stream import DEFAULT_LATENCY
+from .synthesize import MODES
 
 
 def _sound_options(command: Callable) -> Callable:
@@ -62,6 +63,14 @@ def _sound_options(command: Callable) -> Callable:
         click.option(
             "--sample-rate", type=click.IntRange(min=8000), default=44100, show_default=True, help="Samples per second."
         ),
+        click.option(
+            "--mode",
+            type=click.Choice(list(MODES)),
+            default="sequence",
+            show_default=True,
+            help="sequence: one tone per layer in turn (the reference); chord: all layers at once.",
+        ),
+        click.option("--stereo", is_flag=True, help="Spread the layers from left to right across the stereo field."),
         click.option(
             "--format",
             "sample_format",
@@ -114,6 +123,8 @@ def _sound_settings(
     amplitude: float,
     sample_rate: int,
     sample_format: str,
+    mode: str,
+    stereo: bool,
 ) -> SoundSettings:
     return SoundSettings(
         mapping=mapping,
@@ -124,6 +135,8 @@ def _sound_settings(
         gap=None if gap_ms is None else gap_ms / 1000.0,
         amplitude=amplitude,
         sample_format=sample_format,
+        mode=mode,
+        stereo=stereo,
     )
 
 

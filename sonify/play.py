@@ -85,7 +85,11 @@ class _LivePlayer:
         self.pitch_map = pitch_map
         self.synth = sound.synthesizer(n_voices)
         self.stream = LiveStream(
-            sound.sample_rate, device=device, latency=latency, buffer_seconds=max(2.0, 4 * self.synth.step_duration)
+            sound.sample_rate,
+            device=device,
+            channels=self.synth.channels,
+            latency=latency,
+            buffer_seconds=max(2.0, 4 * self.synth.step_duration),
         )
         self.pace = pace
         self.played = 0
@@ -241,7 +245,9 @@ def play(
 
     Examples
     --------
-    >>> sonify.play("audio_out/run.norms.csv", device="pulse")  # doctest: +SKIP
+    Needs a sound card, so shown rather than run as a doctest::
+
+        sonify.play("audio_out/run.norms.csv", device="pulse")
     """
     if isinstance(source, NormLog) or str(source).endswith(".csv"):
         log = source if isinstance(source, NormLog) else load_norms(source)
@@ -258,7 +264,7 @@ def play(
             chunks,
             len(log) * synth.step_duration,
             sound.sample_rate,
-            1,
+            synth.channels,
             device,
             progress,
             latency,

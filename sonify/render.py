@@ -58,6 +58,11 @@ class SoundSettings:
         Seconds of raised-cosine fade at each tone edge.
     sample_format : str
         ``"float"`` (32-bit float WAV), ``"pcm16"`` or ``"pcm24"``.
+    mode : str
+        ``"sequence"`` (one tone per layer in turn, the reference) or
+        ``"chord"`` (all layers at once, each at its own pitch).
+    stereo : bool
+        Spread the layers from left to right across the stereo field.
     """
 
     mapping: str | PitchMap = "log"
@@ -69,6 +74,8 @@ class SoundSettings:
     amplitude: float = 0.1
     fade: float = 0.002
     sample_format: str = "float"
+    mode: str = "sequence"
+    stereo: bool = False
 
     def pitch_map(self, norms: np.ndarray | None = None) -> PitchMap:
         """The pitch map, fitted to ``norms`` when ``norm_range="auto"``."""
@@ -94,6 +101,8 @@ class SoundSettings:
             gap=self.gap,
             amplitude=self.amplitude,
             fade=self.fade,
+            mode=self.mode,
+            stereo=self.stereo,
         )
 
     def describe(self, pitch_map: PitchMap | None = None) -> dict[str, Any]:
@@ -119,7 +128,9 @@ class _AudioPipeline:
     def __init__(self, sound: SoundSettings, n_voices: int, path: str | os.PathLike, pitch_map: PitchMap) -> None:
         self.pitch_map = pitch_map
         self.synth = sound.synthesizer(n_voices)
-        self.writer = AudioFileWriter(path, sound.sample_rate, sample_format=sound.sample_format)
+        self.writer = AudioFileWriter(
+            path, sound.sample_rate, channels=self.synth.channels, sample_format=sound.sample_format
+        )
 
     def feed(self, norms: np.ndarray, missing: np.ndarray) -> None:
         """Synthesize and write a block of steps, in the calling thread."""
@@ -139,7 +150,7 @@ class _AudioPipeline:
         with ThreadPoolExecutor(workers, thread_name_prefix="sonify-synth") as pool:
             for norms, missing in blocks:
                 plan = self.synth.plan(self.pitch_map(norms), missing)
-                size = len(norms) * self.synth.step_samples
+                size = len(norms) * self.synth.step_samples * self.synth.channels
                 buffer = spare.pop() if spare and spare[-1].size >= size else np.empty(size, np.float32)
                 pending.append((pool.submit(self.synth.fill, plan, buffer), buffer))
                 if len(pending) > workers:

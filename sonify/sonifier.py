@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import SonifyError, SonifyWarning
-from .capture import GradientCapture, LayerSelector, ParamSelector, select_layers
+from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap
 from .play import LiveReport, _LivePlayer
 from .record import NormLogWriter, RunStats, log_paths
@@ -60,6 +60,15 @@ class Sonifier:
     layers, params
         Which layers sound and which of their parameters count; see
         :func:`sonify.capture.select_layers`.
+    group : int, str, callable or None
+        Merge layers into voices: a prefix depth, a regular expression or a
+        function; ``"auto"`` (default) groups models with more than 16 layers
+        by module prefix. See :func:`sonify.capture.group_layers`.
+    scaler : torch.amp.GradScaler, optional
+        The scaler of a mixed-precision loop. Norms are always those of the
+        unscaled gradients; with the scaler given, a step it skips because of
+        inf/NaN gradients (``optimizer.step()`` does not run then) is still
+        recorded, and sounds the alarm.
     sound : SoundSettings, optional
         Mapping, timing and sample format.
     mapping : str or PitchMap, optional
@@ -108,6 +117,8 @@ class Sonifier:
         out: str | os.PathLike | None = None,
         layers: LayerSelector = None,
         params: ParamSelector = "all",
+        group: GroupSelector = "auto",
+        scaler: Any = None,
         sound: SoundSettings | None = None,
         mapping: str | PitchMap | None = None,
         audio: bool = True,
@@ -123,7 +134,7 @@ class Sonifier:
 
         from . import __version__
 
-        self.layers = select_layers(model, layers, params)
+        self.layers = group_layers(select_layers(model, layers, params), group)
         self.layer_names = [layer.name for layer in self.layers]
         self.sound = sound or SoundSettings()
         if mapping is not None:
@@ -170,6 +181,11 @@ class Sonifier:
         self._failure_reported = False
         self._flush_interval = flush_interval
         self._hook = optimizer.register_step_pre_hook(self._on_optimizer_step) if optimizer is not None else None
+        self._scaler, self._scaler_step = None, None
+        if scaler is not None:
+            if optimizer is None:
+                raise SonifyError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
+            self._watch_skipped_steps(scaler)
         self._closed = False
         self._thread = threading.Thread(target=self._record_loop, name="sonify-recorder", daemon=True)
         self._thread.start()
@@ -215,6 +231,20 @@ class Sonifier:
             self._live.push(*item, now)
         if items:
             self._live_step = items[-1][0]
+
+    def _watch_skipped_steps(self, scaler: Any) -> None:
+        """Record the steps that ``scaler.step`` skips (it then never calls ``optimizer.step()``)."""
+        original = scaler.step
+
+        def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            before = self._steps
+            result = original(optimizer, *args, **kwargs)
+            if self._steps == before and not self._closed:
+                self._record()  # the gradients were unscaled by scaler.step and hold the inf/NaN
+            return result
+
+        scaler.step = step
+        self._scaler, self._scaler_step = scaler, original
 
     @property
     def steps(self) -> int:
@@ -310,6 +340,8 @@ class Sonifier:
         atexit.unregister(self.close)
         if self._hook is not None:
             self._hook.remove()
+        if self._scaler is not None:
+            del self._scaler.step  # the class's own method shows through again
         remaining = self._capture.drain()
         for item in remaining:
             self._queue.put(item)

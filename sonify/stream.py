@@ -14,9 +14,12 @@ machines without a sound card.
 
 Examples
 --------
->>> import numpy as np
->>> with LiveStream(44100) as speaker:  # doctest: +SKIP
-...     speaker.write(0.1 * np.sin(np.arange(44100) * 2 * np.pi * 440 / 44100).astype(np.float32))
+Needs a sound card, so shown rather than run as a doctest::
+
+    import numpy as np
+    tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
+    with LiveStream(44100) as speaker:  # the default output device
+        speaker.write(tone.astype(np.float32))  # returns once queued; closing plays it out
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ def output_devices(require: bool = False) -> list[dict[str, Any]]:
 
     Examples
     --------
-    >>> [device["name"] for device in output_devices()]  # doctest: +SKIP
-    ['pulse', 'default']
+    With the virtual PulseAudio card of the tests::
+
+        [device["name"] for device in output_devices()]  # -> ['pulse', 'default']
     """
     sd = _sounddevice()
     default = _default_output_index(sd)

@@ -16,6 +16,11 @@ hold:
   those always sound as one pure sine;
 * a layer with no gradient this step (frozen, unused): silence, a rest.
 
+In ``mode="chord"`` all voices sound at once for each step (one tone length,
+then the gap), each at its own pitch; their sum is scaled so that it can never
+clip. With ``stereo=True`` the voices are spread from left to right across
+the stereo field (equal-power panning) and samples have two channels.
+
 Synthesis is vectorised over whole blocks of steps and keeps no state but one
 phase per voice, so memory stays flat however long the run.
 
@@ -36,7 +41,10 @@ import numpy as np
 
 from ._errors import SonifyError
 
-__all__ = ["ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "NYQUIST_FRACTION", "Synthesizer"]
+__all__ = ["ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "MODES", "NYQUIST_FRACTION", "Synthesizer"]
+
+#: How the voices of one step are laid out in time.
+MODES = ("sequence", "chord")
 
 #: Frequencies of the alarm chord that marks NaN/Inf norms.
 ALARM_PARTIALS_HZ = (1046.5, 1480.0, 2093.0)
@@ -64,6 +72,11 @@ class Synthesizer:
     fade : float
         Length of the raised-cosine fade at each tone edge, in seconds,
         at most a quarter of the tone.
+    mode : str
+        ``"sequence"`` (one tone per voice, one after another, as in 2019) or
+        ``"chord"`` (all voices at once).
+    stereo : bool
+        Pan the voices from left (first) to right (last); two channels.
     """
 
     def __init__(
@@ -75,6 +88,8 @@ class Synthesizer:
         gap: float | None = None,
         amplitude: float = 0.1,
         fade: float = 0.002,
+        mode: str = "sequence",
+        stereo: bool = False,
     ) -> None:
         if n_voices < 1:
             raise SonifyError("nothing to play: no layers were selected; check the layer selection")
@@ -82,7 +97,11 @@ class Synthesizer:
             raise SonifyError(f"sample rate {sample_rate} Hz is too low; use at least 8000 Hz")
         if not 0.0 < amplitude <= 0.5:
             raise SonifyError(f"amplitude {amplitude} is out of range; use a value in (0, 0.5]")
+        if mode not in MODES:
+            raise SonifyError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         gap = 2.0 * tone_duration if gap is None else gap
+        self.mode = mode
+        self.channels = 2 if stereo else 1
         self.n_voices = n_voices
         self.sample_rate = int(sample_rate)
         self.amplitude = float(amplitude)
@@ -93,7 +112,8 @@ class Synthesizer:
                 f"tone of {tone_duration * 1000:g} ms / gap of {gap * 1000:g} ms is too short; "
                 "use tones of at least 1 ms and a gap of 0 or more"
             )
-        self.step_samples = n_voices * self.tone_samples + self.gap_samples
+        self.step_samples = (1 if mode == "chord" else n_voices) * self.tone_samples + self.gap_samples
+        self._mix = self._voice_gains(n_voices, stereo)
         self.max_freq = math.nextafter(NYQUIST_FRACTION * sample_rate, 0.0)
         fade_samples = max(1, min(round(fade * sample_rate), self.tone_samples // 4))
         self._fade = _raised_cosine(fade_samples)
@@ -124,7 +144,7 @@ class Synthesizer:
 
         Returns
         -------
-        ndarray of float32, shape (steps * step_samples,)
+        ndarray of float32, shape (steps * step_samples,), or (steps * step_samples, 2) in stereo
         """
         plan = self.plan(freqs, rests)
         return self.fill(plan)
@@ -157,15 +177,28 @@ class Synthesizer:
         plan : _BlockPlan
             From :meth:`plan`.
         out : ndarray of float32, optional
-            Buffer of ``steps * step_samples`` samples to write into (reused
-            buffers avoid page faults on long renders).
+            Buffer of at least ``steps * step_samples * channels`` samples to
+            write into (reused buffers avoid page faults on long renders).
         """
         steps, voices = plan.omega.shape
-        size = steps * self.step_samples
-        out = np.empty(size, dtype=np.float32) if out is None else out[:size]
-        grid = out.reshape(steps, self.step_samples)
-        grid[:, voices * self.tone_samples :] = 0.0
-        tones = grid[:, : voices * self.tone_samples].reshape(steps, voices, self.tone_samples)
+        size = steps * self.step_samples * self.channels
+        out = np.empty(size, dtype=np.float32) if out is None else out.reshape(-1)[:size]
+        grid = out.reshape(steps, self.step_samples, self.channels)
+        sounding = (1 if self.mode == "chord" else voices) * self.tone_samples
+        grid[:, sounding:] = 0.0
+        if self._mix is None:  # mono sequence: tones are written in place
+            self._tones(plan, grid[:, :, 0][:, :sounding].reshape(steps, voices, self.tone_samples))
+        else:
+            tones = self._tones(plan, np.empty((steps, voices, self.tone_samples), np.float32))
+            if self.mode == "chord":  # (steps, voices, T) x (voices, channels) -> (steps, T, channels)
+                np.einsum("svt,vc->stc", tones, self._mix, out=grid[:, :sounding])
+            else:
+                stereo = tones[..., None] * self._mix[None, :, None, :]
+                grid[:, :sounding] = stereo.reshape(steps, sounding, self.channels)
+        return out if self.channels == 1 else out.reshape(-1, self.channels)
+
+    def _tones(self, plan: _BlockPlan, tones: np.ndarray) -> np.ndarray:
+        """Every voice's faded tone (or alarm, or rest) for every step, into ``tones``."""
         self._sines(plan, tones)
         tones[..., : self._fade.size] *= self._fade
         tones[..., self.tone_samples - self._fade.size :] *= self._fade[::-1]
@@ -173,7 +206,20 @@ class Synthesizer:
             tones[plan.alarm] = self._alarm
         if plan.rest.any():
             tones[plan.rest] = 0.0
-        return out
+        return tones
+
+    def _voice_gains(self, voices: int, stereo: bool) -> np.ndarray | None:
+        """(voices, channels) gains, or None for the mono sequence (gain 1 everywhere)."""
+        if self.mode == "sequence" and not stereo:
+            return None
+        gains = np.ones((voices, 1))
+        if self.mode == "chord":
+            # Voices add up: the loudest possible sum (every voice an alarm, 1.8 x amplitude) stays below 1.
+            gains *= min(1.0 / math.sqrt(voices), 1.0 / (1.8 * self.amplitude * voices))
+        if stereo:
+            angle = np.linspace(0.0, 0.5 * math.pi, voices) if voices > 1 else np.array([0.25 * math.pi])
+            gains = gains * np.stack([np.cos(angle), np.sin(angle)], axis=1)  # equal power
+        return gains.astype(np.float32)
 
     def _sines(self, plan: _BlockPlan, tones: np.ndarray) -> None:
         """Write ``amplitude * sin(start + omega * n)`` for every tone.
