@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from sonify import SonifyError
-from sonify.capture import GradientCapture, select_layers
+from sonify.capture import MAX_VOICES, GradientCapture, group_layers, select_layers
 
 
 def reference_norms(layers):
@@ -143,3 +143,72 @@ def test_selection_errors_are_one_line():
         select_layers(Net(), params="weights")
     with pytest.raises(SonifyError, match="no layers with parameters"):
         select_layers(nn.ReLU())
+
+
+# -- grouping -----------------------------------------------------------------
+
+
+def deep_model():
+    torch.manual_seed(0)
+    block = lambda: nn.Sequential(nn.Linear(6, 6), nn.LayerNorm(6), nn.Linear(6, 6))  # noqa: E731
+    return nn.Sequential(
+        nn.ModuleDict({"stem": nn.Linear(6, 6)}),
+        nn.Sequential(block(), block()),
+        nn.Sequential(block()),
+        nn.Linear(6, 1),
+    )
+
+
+def backward_deep(model):
+    model.zero_grad()
+    x = torch.randn(5, 6)
+    for m in model:
+        x = m["stem"](x) if isinstance(m, nn.ModuleDict) else m(x)
+    x.square().mean().backward()
+
+
+@pytest.mark.parametrize(
+    ("group", "names"),
+    [
+        (None, None),
+        (1, ["0", "1", "2", "3"]),
+        (2, ["0.stem", "1.0", "1.1", "2.0", "3"]),
+        (r"^\d+\.\d+", ["0.stem", "1.0", "1.1", "2.0", "3"]),
+        (r"^(\d+)\.", ["0", "1", "2", "3"]),
+        (lambda name: "body" if name.startswith(("1", "2")) else "ends", ["ends", "body"]),
+    ],
+)
+def test_group_norm_is_the_l2_norm_over_all_its_gradients(group, names):
+    model = deep_model()
+    layers = group_layers(select_layers(model), group)
+    if names is not None:
+        assert [layer.name for layer in layers] == names
+    backward_deep(model)
+    np.testing.assert_allclose(captured(layers)[0], reference_norms(layers), rtol=1e-5)
+    assert sum(len(layer.parameters) for layer in layers) == len(list(model.parameters()))
+
+
+def test_auto_grouping_keeps_small_models_and_groups_large_ones():
+    small = select_layers(deep_model())
+    assert group_layers(small, "auto") == small  # 10 layers: every one is heard
+    wide = nn.Sequential(*[nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3)) for _ in range(12)])
+    grouped = group_layers(select_layers(wide), "auto")  # 24 layers -> the 12 blocks
+    assert [g.name for g in grouped] == [str(i) for i in range(12)]
+    flat = nn.Sequential(*[nn.Linear(2, 2) for _ in range(40)])
+    runs = group_layers(select_layers(flat), "auto")  # no prefix helps: runs of 3 consecutive layers
+    assert len(runs) <= MAX_VOICES and runs[0].name == "0..2" and runs[-1].name == "39"
+
+
+def test_wrapper_names_do_not_count_as_depth():
+    wrapped = nn.Sequential()
+    wrapped.add_module("module", deep_model())  # as DistributedDataParallel names it
+    # the same names as the unwrapped model's, so runs with and without DDP compare
+    assert [g.name for g in group_layers(select_layers(wrapped), 1)] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("group", "message"), [(0, "group depth 0"), ("([", "not a valid regular expression"), (2.5, "not understood")]
+)
+def test_bad_groups_are_clear_errors(group, message):
+    with pytest.raises(SonifyError, match=message):
+        group_layers(select_layers(deep_model()), group)

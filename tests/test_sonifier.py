@@ -283,3 +283,76 @@ def test_an_exception_in_the_loop_stops_the_sound_at_once_and_keeps_the_files(tm
     assert son.live_report.played < 30  # the paced sound was cut, not played out
     assert len(sonify.load_norms(tmp_path / "run.norms.csv")) == 30
     assert len(wav_frames(tmp_path / "run.wav", son)) == 30
+
+
+# -- accumulation, clipping, mixed precision ---------------------------------------
+
+
+def layer_norms(model):
+    return [
+        torch.linalg.vector_norm(torch.cat([p.grad.flatten().double() for p in m.parameters()])).item()
+        for m in (model[0], model[2], model[4])
+    ]
+
+
+def test_gradient_accumulation_gives_one_row_per_optimizer_step(tmp_path):
+    model, reference = make_model(), []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(3)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "acc.wav"):
+        for _ in range(4):
+            optimizer.zero_grad()
+            for _ in range(3):  # three micro-batches per step
+                (model(torch.randn(8, 8, generator=generator)).square().mean() / 3).backward()
+            reference.append(layer_norms(model))
+            optimizer.step()
+    np.testing.assert_allclose(sonify.load_norms(tmp_path / "acc.norms.csv").norms, reference, rtol=1e-5)
+
+
+def test_norms_after_clipping_by_default_and_before_with_an_explicit_step(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    before, after = [], []
+    with (
+        sonify.Sonifier(model, optimizer, out=tmp_path / "post.wav"),
+        sonify.Sonifier(model, out=tmp_path / "pre.wav") as pre_clip,
+    ):
+        for _ in range(3):
+            optimizer.zero_grad()
+            (100 * model(torch.randn(8, 8)).square().mean()).backward()
+            before.append(layer_norms(model))
+            pre_clip.step()  # placed before clipping: the raw norms
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5)
+            after.append(layer_norms(model))
+            optimizer.step()  # the optimizer's hook: the clipped norms it applies
+    np.testing.assert_allclose(sonify.load_norms(tmp_path / "pre.norms.csv").norms, before, rtol=1e-5)
+    np.testing.assert_allclose(sonify.load_norms(tmp_path / "post.norms.csv").norms, after, rtol=1e-5)
+    assert np.linalg.norm(after, axis=1) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_amp_scaler_norms_are_unscaled_and_skipped_steps_sound_the_alarm(tmp_path):
+    model, reference = make_model(), []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    applied = []
+    optimizer.register_step_post_hook(lambda *_: applied.append(True))
+    with (
+        pytest.warns(SonifyWarning, match="step 3"),
+        sonify.Sonifier(model, optimizer, out=tmp_path / "amp.wav", scaler=scaler) as son,
+    ):
+        for step in range(1, 6):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(torch.randn(8, 8)).float().square().mean()
+            scaler.scale(loss).backward()
+            if step == 3:
+                model[2].weight.grad[0, 0] = float("inf")  # the scaler will skip this step
+            reference.append([n / scaler.get_scale() for n in layer_norms(model)])
+            scaler.step(optimizer)
+            scaler.update()
+    assert len(applied) == 4  # one step really was skipped by the scaler ...
+    log = sonify.load_norms(tmp_path / "amp.norms.csv")
+    assert len(log) == 5 and log.nonfinite.any(axis=1).tolist() == [False, False, True, False, False]  # ... and heard
+    np.testing.assert_allclose(log.norms, reference, rtol=1e-4)
+    assert "step" not in vars(scaler)  # closing restores the scaler
+    assert son.stats.nonfinite_steps == 1

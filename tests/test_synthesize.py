@@ -104,3 +104,45 @@ def test_bad_settings():
         Synthesizer(1, amplitude=2.0)
     with pytest.raises(SonifyError, match="too short"):
         Synthesizer(1, tone_duration=0.0001)
+
+
+# -- chord mode and stereo ------------------------------------------------------
+
+
+def test_chord_sounds_every_voice_at_once_and_never_clips():
+    pitches = np.array([[440.0, 1320.0, 3960.0], [550.0, 1650.0, 4950.0]])  # apart: 10 ms resolve ~100 Hz
+    synth = Synthesizer(3, mode="chord", amplitude=0.5)
+    audio = synth.synthesize(pitches)
+    assert synth.step_samples == synth.tone_samples + synth.gap_samples and len(audio) == 2 * synth.step_samples
+    for step, row in enumerate(pitches):
+        slot = audio[step * synth.step_samples : step * synth.step_samples + synth.tone_samples]
+        peaks = spectral_peaks(slot, synth.sample_rate, threshold=0.5)
+        np.testing.assert_allclose(peaks, row, rtol=0.02)
+    loudest = Synthesizer(16, mode="chord", amplitude=0.5).synthesize(np.full((4, 16), np.nan))  # all alarms
+    assert np.abs(loudest).max() <= 1.0
+    smooth = Synthesizer(4, mode="chord").synthesize(get_map("log")(normal_run()))
+    assert np.abs(np.diff(smooth)).max() <= 0.05  # phase-continuous and faded in chords too
+
+
+def test_stereo_places_voices_from_left_to_right():
+    synth = Synthesizer(3, stereo=True)
+    audio = synth.synthesize(np.array([[440.0, 440.0, 440.0]]))
+    assert audio.shape == (synth.step_samples, 2)
+    energy = [(audio[v * synth.tone_samples : (v + 1) * synth.tone_samples] ** 2).sum(axis=0) for v in range(3)]
+    left, middle, right = (e[1] / e.sum() for e in energy)  # share of the right channel
+    assert left < 1e-6 and middle == pytest.approx(0.5, abs=1e-3) and right == pytest.approx(1.0, abs=1e-6)
+    # equal power: every voice is as loud in total as in mono
+    mono = Synthesizer(3).synthesize(np.array([[440.0, 440.0, 440.0]]))
+    np.testing.assert_allclose([e.sum() for e in energy], (mono[: synth.tone_samples] ** 2).sum(), rtol=1e-4)
+
+
+def test_stereo_chord_decodes_per_channel():
+    synth = Synthesizer(2, mode="chord", stereo=True)
+    audio = synth.synthesize(np.array([[440.0, 1320.0]]))[: synth.tone_samples]
+    assert spectral_peaks(audio[:, 0], synth.sample_rate, threshold=0.5) == pytest.approx([440.0], rel=0.02)
+    assert spectral_peaks(audio[:, 1], synth.sample_rate, threshold=0.5) == pytest.approx([1320.0], rel=0.02)
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(SonifyError, match="unknown mode 'arpeggio'"):
+        Synthesizer(2, mode="arpeggio")
