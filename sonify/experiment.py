@@ -13,7 +13,6 @@ to the digits with a one-line notice.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import socket
@@ -28,6 +27,7 @@ from torch import nn
 
 from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
+from ._optional import require
 from .render import SoundSettings, _progress_bar
 from .sonifier import DEFAULT_OUT_DIR, Sonifier
 
@@ -121,29 +121,7 @@ def load_dataset(
 
 
 def _import_torchvision() -> Any:
-    try:
-        import torchvision
-    except ImportError:
-        raise SonifyError("torchvision is not installed (pip install torchvision)") from None
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-        raise SonifyError(_torchvision_mismatch()) from None
-    return torchvision
-
-
-def _torchvision_mismatch() -> str:
-    try:
-        vision = importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        vision = "?"
-    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-    wanted = f"0.{minor + 15}" if major == 2 else "the matching release"
-    build = "CPU" if "+cpu" in torch.__version__ or torch.version.cuda is None else f"CUDA {torch.version.cuda}"
-    return (
-        f"torchvision {vision} cannot load its compiled operators with torch {torch.__version__} ({build} build): "
-        f"install torchvision {wanted}.* built for the same {build} variant as torch"
-    )
+    return require("torchvision", extra=None, purpose="MNIST")
 
 
 def _load_mnist(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, str, str]:

@@ -1,0 +1,76 @@
+"""PyTorch Lightning: hear a ``Trainer.fit`` with one callback.
+
+::
+
+    trainer = lightning.Trainer(callbacks=[SonifyCallback(out="audio_out/run.wav")])
+
+Norms are read in ``on_before_optimizer_step``: after the whole accumulation
+window, after AMP unscaling, and **before** Lightning clips the gradients
+(``gradient_clip_val``), for every optimizer step, including the ones the
+AMP scaler then skips because of inf/NaN (they sound the alarm).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .._errors import SonifyError
+from .._optional import require
+from ..sonifier import Sonifier
+
+
+def _lightning() -> Any:
+    try:
+        return require("lightning.pytorch", extra="lightning", purpose="sonify's Lightning callback")
+    except SonifyError:
+        try:  # the standalone package, for projects that still use it
+            return require("pytorch_lightning", extra="lightning", purpose="sonify's Lightning callback")
+        except SonifyError:
+            pass
+        raise
+
+
+_pl = _lightning()
+
+__all__ = ["SonifyCallback"]
+
+
+class SonifyCallback(_pl.Callback):
+    """Record every optimizer step of ``Trainer.fit`` and sonify it.
+
+    Parameters
+    ----------
+    out : str or PathLike, optional
+        The audio file; the norm log goes beside it (see :class:`~sonify.Sonifier`).
+    **options
+        Any other :class:`~sonify.Sonifier` option: ``layers``, ``params``,
+        ``group``, ``sound``, ``mapping``, ``live``, ``device``, ``pace``, ...
+
+    Attributes
+    ----------
+    sonifier : Sonifier or None
+        The running Sonifier (on rank 0 during ``fit``); kept after the run for its stats.
+    """
+
+    def __init__(self, out: str | os.PathLike | None = None, **options: Any) -> None:
+        super().__init__()
+        self.out = out
+        self.options = options
+        self.sonifier: Sonifier | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        metadata = {"framework": f"lightning {_pl.__version__}", "max_steps": trainer.max_steps, **self.options.pop("metadata", {})}
+        self.sonifier = Sonifier(pl_module, out=self.out, metadata=metadata, **self.options)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.sonifier is not None:
+            self.sonifier.step()
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.sonifier is not None:
+            self.sonifier.close()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.sonifier is not None:
+            self.sonifier.close(drain=False)  # stop the sound at once; the files are complete
