@@ -102,7 +102,11 @@ def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: 
             continue
         taken.update(id(p) for _, p in named)
         result.append(
-            Layer(name or type(model).__name__.lower(), tuple(p for _, p in named), tuple(n for n, _ in named))
+            Layer(
+                _unwrapped(name) or type(model).__name__.lower(),
+                tuple(p for _, p in named),
+                tuple(_unwrapped(n) for n, _ in named),
+            )
         )
     if not result:
         raise SonifyError(
@@ -166,6 +170,14 @@ def group_layers(layers: Sequence[Layer], group: GroupSelector = "auto") -> list
     raise SonifyError(
         f"group={group!r} is not understood; use None, 'auto', a depth, a regular expression or a function"
     )
+
+
+def _unwrapped(name: str) -> str:
+    """A module name without the parts that wrappers insert (``module.`` of DDP, FSDP's, ...).
+
+    So a run under DDP or FSDP has the same layer names as the same model alone.
+    """
+    return ".".join(part for part in name.split(".") if part not in _WRAPPER_PARTS)
 
 
 def _prefix(name: str, depth: int) -> str:
@@ -253,6 +265,12 @@ class GradientCapture:
     ----------
     layers : list of Layer
         From :func:`select_layers`.
+    sharded : bool
+        Gradients are shards (FSDP): each rank sums the squares of its local
+        pieces per layer, and one all-reduce per step adds them up across
+        ranks, so every rank gets the global norms without gathering any
+        gradient. DTensor gradients (FSDP2) are detected and handled this way
+        anyway; pass True for FSDP1, whose gradients are plain local shards.
 
     Notes
     -----
@@ -262,8 +280,9 @@ class GradientCapture:
     :meth:`drain` waits for all of them.
     """
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
+    def __init__(self, layers: Sequence[Layer], sharded: bool = False) -> None:
         self.layers = list(layers)
+        self.sharded = sharded or any(_is_dtensor(p) for layer in self.layers for p in layer.parameters)
         # Flat views of the selection, so the per-step loop is one pass over parameters.
         self._parameters = [p for layer in self.layers for p in layer.parameters]
         self._owners = tuple(index for index, layer in enumerate(self.layers) for _ in layer.parameters)
@@ -277,6 +296,9 @@ class GradientCapture:
         import torch
 
         grads = [p.grad for p in self._parameters]
+        if self.sharded:
+            self._submit_sharded(step, grads)
+            return
         if any(g is None or g.is_sparse for g in grads):
             grads, owners, missing = self._present(grads)
         else:
@@ -296,14 +318,52 @@ class GradientCapture:
             else:
                 squares = torch.zeros(len(self.layers), dtype=torch.float32, device=device)
                 layer_norms = squares.index_add_(0, segment, stacked.square()).sqrt_()
-        if device.type == "cuda":
-            host = torch.empty(layer_norms.shape, dtype=torch.float32, pin_memory=True)
-            host.copy_(layer_norms, non_blocking=True)
+        self._to_host(step, layer_norms, missing)
+
+    def _to_host(self, step: int, values: torch.Tensor, missing: np.ndarray | None) -> None:
+        """Queue the step's values for the host: at once on the CPU, asynchronously on a GPU.
+
+        ``missing=None`` means the values carry the presence counts after the norms (sharded).
+        """
+        import torch
+
+        if values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(values, non_blocking=True)
             event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(device))
+            event.record(torch.cuda.current_stream(values.device))
             self._in_flight.append((step, host, missing, event))
         else:
-            self._in_flight.append((step, layer_norms.cpu().numpy(), missing, None))
+            self._in_flight.append((step, values.detach().cpu().numpy(), missing, None))
+
+    def _submit_sharded(self, step: int, grads: list) -> None:
+        import torch
+        import torch.distributed as dist
+
+        count = len(self.layers)
+        local, owners, weights = [], [], []
+        for grad, owner in zip(grads, self._owners):
+            if grad is None:
+                continue
+            if _is_dtensor(grad):
+                local.append(grad.to_local())
+                weights.append(1.0 / _replication(grad))
+            else:
+                local.append(grad)
+                weights.append(1.0)
+            owners.append(owner)
+        device = local[0].device if local else _collective_device()
+        packed = torch.zeros(2 * count, dtype=torch.float32, device=device)
+        if local:
+            with torch.no_grad():
+                squares = torch.stack(torch._foreach_norm(local, 2, dtype=torch.float32)).square()
+                index = torch.tensor(owners, device=device)
+                squares *= torch.tensor(weights, device=device)
+                packed[:count].index_add_(0, index, squares)
+                packed[count:].index_add_(0, index, torch.ones(len(owners), device=device))
+        dist.all_reduce(packed)  # the only collective: squared sums and presence counts of every layer
+        packed[:count].sqrt_()
+        self._to_host(step, packed, None)
 
     def _present(self, grads: list) -> tuple[list, tuple, np.ndarray]:
         """The gradients that exist (sparse ones as their values), their layers, and the missing mask."""
@@ -335,7 +395,11 @@ class GradientCapture:
 
     def _take(self) -> tuple[int, np.ndarray, np.ndarray]:
         step, norms, missing, _ = self._in_flight.popleft()
-        return step, (norms if isinstance(norms, np.ndarray) else norms.numpy()), missing
+        norms = norms if isinstance(norms, np.ndarray) else norms.numpy()
+        if missing is None:  # sharded: norms, then how many ranks held a gradient of each layer
+            count = len(self.layers)
+            norms, missing = norms[:count], norms[count:] == 0
+        return step, norms, missing
 
     def _segment_index(self, owners: tuple, grads: list) -> tuple[torch.Tensor | None, bool]:
         """Layer index of each gradient on the first gradient's device (None when
@@ -349,3 +413,34 @@ class GradientCapture:
             mixed = any(g.device != device for g in grads)
             self._segments[key] = (None if trivial else torch.tensor(owners, device=device), mixed)
         return self._segments[key]
+
+
+def _is_dtensor(tensor: object) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed support
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def _replication(tensor: object) -> int:
+    """On how many ranks of its mesh the local piece of a DTensor is repeated."""
+    factor = 1
+    for dim, placement in enumerate(tensor.placements):
+        if placement.is_replicate():
+            factor *= tensor.device_mesh.size(dim)
+        elif placement.is_partial():
+            raise SonifyError(
+                "a gradient is a DTensor with a Partial placement (not yet reduced); "
+                "record after the gradients are reduced, e.g. in the optimizer step"
+            )
+    return factor
+
+
+def _collective_device() -> torch.device:
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

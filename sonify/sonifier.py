@@ -92,6 +92,15 @@ class Sonifier:
         With ``live``: seconds of buffering asked of the sound card.
     metadata : dict, optional
         Extra settings stored in the log's JSON sidecar.
+
+    Notes
+    -----
+    Under ``torch.distributed`` create the Sonifier on every rank, as the
+    rest of the training code: only rank 0 writes files and plays sound. With
+    DDP the gradients are already averaged, so rank 0's norms are those of
+    the global batch. With sharded gradients (FSDP2 / DTensor, FSDP1) every
+    rank takes part in one all-reduce of squared sums per step, and the norms
+    are those of the full gradients (see :class:`sonify.capture.GradientCapture`).
     flush_interval : float
         Longest time in seconds between writes of the norm log.
 
@@ -135,6 +144,9 @@ class Sonifier:
         from . import __version__
 
         self.layers = group_layers(select_layers(model, layers, params), group)
+        self.rank = _rank()
+        if self.rank != 0:  # only rank 0 writes and plays
+            live, pace, audio, log = False, False, False, False
         self.layer_names = [layer.name for layer in self.layers]
         self.sound = sound or SoundSettings()
         if mapping is not None:
@@ -174,7 +186,9 @@ class Sonifier:
                 self._live.close(drain=False)
             raise
         self.stats = RunStats(self.layer_names)
-        self._capture = GradientCapture(self.layers)
+        self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model))
+        # Other ranks only take part in the collective of sharded capture.
+        self._capturing = self.rank == 0 or self._capture.sharded
         self._steps = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failure: BaseException | None = None
@@ -211,6 +225,8 @@ class Sonifier:
             self._report_failure()
             return
         self._steps += 1
+        if not self._capturing:
+            return
         self._capture.submit(self._steps)
         ready = self._capture.ready()
         for item in ready:
@@ -387,6 +403,20 @@ class Sonifier:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "recording"
         return f"<Sonifier {state}: {len(self.layers)} layers, {self._steps} steps -> {self.audio_path}>"
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _is_fsdp1(model: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:
+        return False
+    return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
 
 
 def _default_out() -> Path:

@@ -60,7 +60,11 @@ class SonifyCallback(_pl.Callback):
         self.sonifier: Sonifier | None = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        metadata = {"framework": f"lightning {_pl.__version__}", "max_steps": trainer.max_steps, **self.options.pop("metadata", {})}
+        metadata = {
+            "framework": f"lightning {_pl.__version__}",
+            "max_steps": trainer.max_steps,
+            **self.options.pop("metadata", {}),
+        }
         self.sonifier = Sonifier(pl_module, out=self.out, metadata=metadata, **self.options)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
