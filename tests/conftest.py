@@ -47,6 +47,30 @@ def working_torchvision():
     return torchvision
 
 
+_SCHEMAS = (
+    "import torch\n"
+    "_library = torch.library.Library('torchvision', 'DEF')\n"
+    "_library.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')\n"
+    "_library.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')\n"
+)
+
+
+@pytest.fixture
+def torchvision_env(tmp_path) -> dict:
+    """Environment for a subprocess that imports torchvision (directly, or through Lightning or transformers).
+
+    Where torchvision's compiled operators cannot load (this machine), a
+    ``sitecustomize`` defines the two schemas it checks, as ``working_torchvision`` does in-process.
+    """
+    probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True)
+    if probe.returncode == 0:
+        return {"PYTHONPATH": str(ROOT)}
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SCHEMAS)
+    return {"PYTHONPATH": f"{site}:{ROOT}"}
+
+
 def run_sonify(
     *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:

@@ -124,7 +124,7 @@ class Rows(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.5], ids=["no-clipping", "clipped"])
-def test_trainer_callback_records_what_the_optimizer_applies(tmp_path, max_grad_norm):
+def test_trainer_callback_records_what_the_optimizer_applies(tmp_path, max_grad_norm, working_torchvision):
     import transformers
 
     from sonify.integrations.transformers import SonifyTrainerCallback
