@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SonifyError, SonifyWarning
+from .importers import load_tensorboard
 from .mapping import LinearMap, LogMap, PitchMap, get_map
 from .play import LiveReport, PlayResult, play
 from .record import NormLog, RunStats, load_norms
@@ -60,6 +61,7 @@ __all__ = [
     "__version__",
     "get_map",
     "load_norms",
+    "load_tensorboard",
     "output_devices",
     "play",
     "render",

@@ -150,6 +150,17 @@ def _parse_norm_range(text: str | None) -> tuple[float, float] | str | None:
     return low, high
 
 
+def _parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``60s``, ``2m``, ``1.5h`` or ``1m30s``."""
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise SonifyError(f"--duration {text!r} is not understood; give e.g. 60s, 2m, 1m30s or a number of seconds")
+    hours, minutes, seconds = (float(x) if x else 0.0 for x in parts.groups())
+    return 3600 * hours + 60 * minutes + seconds
+
+
 def _format_summary(stats: RunStats, files: list[Path], title: str, extra: dict[str, str] | None = None) -> str:
     lines = [title, f"  steps: {stats.steps}"]
     for key, value in (extra or {}).items():
@@ -383,20 +394,50 @@ def devices() -> None:
 @click.argument("log", type=click.Path(path_type=Path))
 @_output_options("Audio file (.wav or .flac) [default: the log's name with .wav].")
 @click.option("--drop-incomplete", is_flag=True, help="Ignore a cut-off last line in the log.")
+@click.option(
+    "--duration",
+    metavar="TIME",
+    default=None,
+    help="Fit a long run into TIME (e.g. 60s, 2m, 90) by combining consecutive steps; NaN/Inf in a window still sounds.",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["mean", "max"]),
+    default="mean",
+    show_default=True,
+    help="How --duration combines the norms of a window.",
+)
 @_sound_options
-def render_command(log: Path, out: Path | None, drop_incomplete: bool, no_progress: bool, **sound_options: Any) -> None:
+def render_command(
+    log: Path,
+    out: Path | None,
+    drop_incomplete: bool,
+    duration: str | None,
+    combine: str,
+    no_progress: bool,
+    **sound_options: Any,
+) -> None:
     """Render a recorded norm log (LOG: a .norms.csv) to audio, without training."""
     sound = _sound_settings(**sound_options)
     norm_log = load_norms(log, drop_incomplete=drop_incomplete)
     if out is None:
         out = log_paths(norm_log.path)[0].with_name(norm_log.path.name.removesuffix(".norms.csv") + ".wav")
-    result = render(norm_log, out, sound=sound, progress=not no_progress)
+    seconds = _parse_duration(duration) if duration is not None else None
+    result = render(norm_log, out, sound=sound, progress=not no_progress, duration=seconds, combine=combine)
     click.echo(
         _format_summary(
             norm_log.stats(),
             [result.path],
             "sonify render: done",
-            {"log": str(norm_log.path), "audio": f"{result.duration:.1f} s, {sound.mapping} map"},
+            {
+                "log": str(norm_log.path),
+                "audio": f"{result.duration:.1f} s, {sound.mapping} map"
+                + (
+                    f", {result.steps} steps combined into {result.windows} windows ({combine})"
+                    if result.windows
+                    else ""
+                ),
+            },
         )
     )
 

@@ -30,7 +30,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,60 @@ class NormLog:
         """True where a recorded norm was NaN or infinite."""
         return ~np.isfinite(self.norms) & ~self.missing
 
+    def condense(self, windows: int, how: str = "mean") -> NormLog:
+        """The log with consecutive steps combined into ``windows`` rows (a long run made short).
+
+        Parameters
+        ----------
+        windows : int
+            Rows wanted; a log that is not longer is returned unchanged.
+        how : str
+            ``"mean"`` or ``"max"`` of each layer's finite norms in a window.
+
+        A layer that was NaN/Inf at any step of a window is NaN/Inf in the
+        combined row (so the alarm is never lost); a layer without gradient
+        at every step of a window stays missing. Each row takes the step
+        number of its window's last step.
+
+        Examples
+        --------
+        >>> log = NormLog.from_array([[1.0], [3.0], [float("inf")], [2.0]])
+        >>> log.condense(2).norms[:, 0].tolist(), log.condense(2).steps.tolist()
+        ([2.0, inf], [2, 4])
+        """
+        if how not in ("mean", "max"):
+            raise SonifyError(f"cannot combine steps by {how!r}; use 'mean' or 'max'")
+        if windows >= len(self) or windows < 1:
+            return self
+        starts = np.linspace(0, len(self), windows + 1).astype(np.int64)[:-1]
+        finite = np.isfinite(self.norms)
+        counts = np.add.reduceat(finite, starts, axis=0)
+        if how == "mean":
+            totals = np.add.reduceat(np.where(finite, self.norms, 0.0), starts, axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                combined = totals / counts
+        else:
+            combined = np.maximum.reduceat(np.where(finite, self.norms, -np.inf), starts, axis=0)
+            combined[counts == 0] = np.nan
+        alarms = np.add.reduceat(self.nonfinite, starts, axis=0) > 0
+        # An infinite norm stays infinite, anything else non-finite becomes NaN: both sound the alarm.
+        worst = np.where(np.add.reduceat(np.isposinf(self.norms), starts, axis=0) > 0, np.inf, np.nan)
+        combined = np.where(alarms, worst, combined)
+        missing = np.add.reduceat(~self.missing, starts, axis=0) == 0
+        ends = np.append(starts[1:], len(self)) - 1
+        return replace(self, norms=combined, missing=missing, steps=self.steps[ends])
+
+    def audio(self, sound: Any = None, max_seconds: float = 60.0) -> Any:
+        """The log's sound as an ``IPython.display.Audio`` (long runs condensed to ``max_seconds``)."""
+        from .notebook import audio
+
+        return audio(self, sound, max_seconds)
+
+    def _repr_html_(self) -> str:  # Jupyter shows a player
+        from .notebook import log_html
+
+        return log_html(self)
+
     def stats(self) -> RunStats:
         """Summary figures of the whole log (steps, NaN/Inf steps, norm ranges)."""
         stats = RunStats(self.layer_names)
@@ -268,7 +322,13 @@ def _format_rows(rows: list[tuple]) -> str:
 
 
 def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> NormLog:
-    """Read a norm log written by sonify (or any CSV of the same shape).
+    """Read a norm log written by sonify, or any CSV of norms recorded elsewhere.
+
+    The CSV needs a header with a step column (``step``, ``steps``,
+    ``global_step``, ``iteration`` or ``iter``, in any position, any case)
+    and one column per layer; an empty cell means the layer had no gradient.
+    A TensorBoard run directory or event file is read with
+    :func:`sonify.importers.load_tensorboard`.
 
     Parameters
     ----------
@@ -296,6 +356,10 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
         log.norms.shape      # (200, 4)
         log.layer_names      # ('conv1', 'conv2', 'fc1', 'fc2')
     """
+    if Path(path).is_dir() or "tfevents" in Path(path).name:
+        from .importers import load_tensorboard
+
+        return load_tensorboard(path)
     csv_path, meta_path = _resolve_log(Path(path))
     try:
         text = csv_path.read_text()
@@ -306,10 +370,15 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
     if not lines:
         raise SonifyError(f"{csv_path}: the file is empty; it is not a norm log")
     records = list(csv.reader(lines))
-    header = records[0]
-    if len(header) < 2 or header[0].strip().lower() != "step":
-        raise SonifyError(f"{csv_path}:1: expected a header 'step,<layer>,...'; this is not a norm log")
-    names = tuple(header[1:])
+    header = [name.strip() for name in records[0]]
+    step_column = next((i for i, name in enumerate(header) if name.lower() in STEP_COLUMNS), None)
+    if step_column is None or len(header) < 2:
+        raise SonifyError(
+            f"{csv_path}:1: expected a header with a step column ({', '.join(STEP_COLUMNS)}) and one column per "
+            f"layer; found {header[:6]}"
+        )
+    names = tuple(name for i, name in enumerate(header) if i != step_column)
+    layer_columns = [i for i in range(len(header)) if i != step_column]
     if len(set(names)) != len(names) or not all(names):
         raise SonifyError(f"{csv_path}:1: layer names in the header must be unique and non-empty")
     body = records[1:]
@@ -330,8 +399,9 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
                 f"{csv_path}:{line}: expected {len(header)} fields (step + {len(names)} layers), found {len(record)}"
             )
         try:
-            steps[index] = int(record[0])
-            for column, cell in enumerate(record[1:]):
+            steps[index] = int(float(record[step_column]))
+            for column, source in enumerate(layer_columns):
+                cell = record[source]
                 if cell.strip():
                     norms[index, column] = float(cell)
                 else:
@@ -344,6 +414,10 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
     if (norms[~missing] < 0).any():
         raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
     return NormLog(norms, missing, steps, names, _read_metadata(meta_path), csv_path)
+
+
+#: Header names recognised as the step column of a CSV of norms.
+STEP_COLUMNS = ("step", "steps", "global_step", "iteration", "iter")
 
 
 def _resolve_log(path: Path) -> tuple[Path, Path]:

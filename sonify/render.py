@@ -120,6 +120,8 @@ class RenderResult:
     steps: int
     duration: float
     nonfinite_steps: int
+    #: Rows actually sounded when ``duration`` combined steps (None when every step sounds).
+    windows: int | None = None
 
 
 class _AudioPipeline:
@@ -174,6 +176,8 @@ def render(
     sound: SoundSettings | None = None,
     progress: bool = False,
     drop_incomplete: bool = False,
+    duration: float | None = None,
+    combine: str = "mean",
 ) -> RenderResult:
     """Render recorded gradient norms to an audio file.
 
@@ -189,6 +193,13 @@ def render(
         Show a progress bar (steps/s) on stderr.
     drop_incomplete : bool
         Passed to :func:`~sonify.load_norms` for a cut-off last line.
+    duration : float, optional
+        Seconds the audio may last at most: a longer run has its consecutive
+        steps combined (see :meth:`NormLog.condense`) into as many windows as
+        fit; NaN/Inf anywhere in a window still sounds the alarm. Only the
+        combined rows are synthesized, so memory does not grow with the run.
+    combine : str
+        ``"mean"`` or ``"max"`` of each window's norms.
 
     Returns
     -------
@@ -208,6 +219,16 @@ def render(
         log = load_norms(source, drop_incomplete=drop_incomplete)
     else:
         log = NormLog.from_array(source)
+    total_steps, nonfinite_steps = len(log), int(log.nonfinite.any(axis=1).sum())
+    windows = None
+    if duration is not None:
+        if duration <= 0:
+            raise SonifyError(f"duration {duration:g} s is not positive; give the length of audio wanted, e.g. 60")
+        windows = max(1, int(duration / sound.synthesizer(len(log.layer_names)).step_duration))
+        if windows < len(log):
+            log = log.condense(windows, combine)
+        else:
+            windows = None
     pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms))
     bar = _progress_bar(len(log), "render", enabled=progress)
     try:
@@ -215,7 +236,7 @@ def render(
     finally:
         bar.close()
         pipeline.close()
-    return RenderResult(Path(out), len(log), pipeline.writer.duration, int(log.nonfinite.any(axis=1).sum()))
+    return RenderResult(Path(out), total_steps, pipeline.writer.duration, nonfinite_steps, windows)
 
 
 def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:

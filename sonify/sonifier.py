@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import html
 import os
 import queue
 import threading
@@ -399,6 +400,20 @@ class Sonifier:
 
     def __exit__(self, exc_type: type | None, *exc_info: object) -> None:
         self.close(drain=exc_type is None)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the run so far, with a player
+        from .notebook import log_html
+        from .record import load_norms
+
+        if self._writer is None or not self.log_path.exists():
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        return f"<pre>{html.escape(repr(self))}</pre>" + log_html(load_norms(self.log_path, drop_incomplete=True))
+
+    def audio(self, max_seconds: float = 60.0) -> Any:
+        """The run so far as an ``IPython.display.Audio`` (from its norm log)."""
+        from .record import load_norms
+
+        return load_norms(self.log_path, drop_incomplete=True).audio(self.sound, max_seconds)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "recording"

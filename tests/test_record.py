@@ -94,3 +94,23 @@ def test_stats_match_the_log():
     for row in range(3):
         split.update(log.steps[row : row + 1], log.norms[row : row + 1], log.missing[row : row + 1])
     assert split.as_dict() == stats.as_dict()
+
+
+def test_condense_combines_windows_and_keeps_every_alarm():
+    norms = np.arange(1.0, 13.0).reshape(12, 1).repeat(2, axis=1)
+    norms[4, 0] = np.nan  # window 2 (steps 4-6), layer 0
+    norms[10, 1] = np.inf  # window 4 (steps 10-12), layer 1
+    log = NormLog.from_array(norms)
+    log.missing[0:3, 1] = True  # layer 1 had no gradient in the whole first window
+    mean, peak = log.condense(4, "mean"), log.condense(4, "max")
+    assert mean.steps.tolist() == [3, 6, 9, 12]
+    np.testing.assert_array_equal(mean.norms[:, 0], [2.0, np.nan, 8.0, 11.0])
+    np.testing.assert_array_equal(peak.norms[:, 0], [3.0, np.nan, 9.0, 12.0])
+    assert mean.nonfinite[:, 1].tolist() == [False, False, False, True] and np.isposinf(mean.norms[3, 1])
+    assert mean.missing[:, 1].tolist() == [True, False, False, False] and not mean.nonfinite[0, 1]
+    assert log.condense(12) is log and log.condense(50) is log
+
+
+def test_condense_rejects_unknown_combination():
+    with pytest.raises(SonifyError, match="cannot combine steps by 'median'"):
+        NormLog.from_array(np.ones((4, 1))).condense(2, "median")

@@ -4,7 +4,7 @@ import soundfile
 import torch
 
 import sonify
-from conftest import decode_tones
+from conftest import decode_tones, spectral_peaks
 from sonify import SonifyError
 from sonify.record import NormLogWriter
 from sonify.render import BLOCK_STEPS, SoundSettings, render
@@ -80,3 +80,21 @@ def test_pcm16_flac_nan_and_missing(tmp_path):
 def test_auto_range_while_recording_is_refused():
     with pytest.raises(SonifyError, match="whole run"):
         SoundSettings(norm_range="auto").pitch_map()
+
+
+def test_a_long_run_fits_the_duration_asked_and_keeps_its_alarm(tmp_path):
+    norms = np.exp(np.random.default_rng(0).normal(0, 1, (100_000, 4)))
+    norms[77_777, 2] = np.nan
+    result = sonify.render(norms, tmp_path / "minute.wav", duration=60.0)
+    assert result.steps == 100_000 and result.windows == 1000 and result.nonfinite_steps == 1
+    assert result.duration == pytest.approx(60.0, abs=0.06)  # 1000 windows x 60 ms
+    audio, rate = soundfile.read(tmp_path / "minute.wav", dtype="float32")
+    synth = sonify.SoundSettings().synthesizer(4)
+    window = 777  # step 77,778 falls in window 777 of 1000
+    slot = audio[window * synth.step_samples + 2 * synth.tone_samples :][: synth.tone_samples]
+    assert len(spectral_peaks(slot, rate, threshold=0.3)) == 3  # the alarm chord survived compression
+
+
+def test_duration_must_be_positive(tmp_path):
+    with pytest.raises(sonify.SonifyError, match="duration -1 s is not positive"):
+        sonify.render(np.ones((10, 2)), tmp_path / "x.wav", duration=-1)

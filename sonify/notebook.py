@@ -1,0 +1,69 @@
+"""Inline audio players for Jupyter: a norm log or a Sonifier shows one when displayed.
+
+``NormLog`` and ``Sonifier`` have ``_repr_html_`` (a summary line and an
+HTML5 ``<audio>`` player with the WAV embedded), and ``.audio()``, which
+returns an ``IPython.display.Audio`` object. Long runs are condensed to at
+most :data:`MAX_SECONDS` of sound (the alarm is kept), so the notebook stays
+small.
+
+Examples
+--------
+>>> import numpy as np
+>>> log = NormLog.from_array(np.ones((4, 2)))
+>>> html = log._repr_html_()
+>>> html.count("<audio"), "data:audio/wav;base64," in html
+(1, True)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+from .record import NormLog
+
+__all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "wav_bytes"]
+
+#: Longest sound embedded in a notebook; longer runs are condensed.
+MAX_SECONDS = 60.0
+
+
+def wav_bytes(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS) -> tuple[bytes, float]:
+    """A 16-bit WAV of the log in memory, condensed to ``max_seconds``, and its duration."""
+    import soundfile
+
+    from .render import SoundSettings
+
+    sound = sound or SoundSettings()
+    synth = sound.synthesizer(len(log.layer_names))
+    windows = max(1, int(max_seconds / synth.step_duration))
+    short = log.condense(windows) if len(log) > windows else log
+    samples = synth.synthesize(sound.pitch_map(short.norms)(short.norms), short.missing)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, synth.sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue(), len(samples) / synth.sample_rate
+
+
+def player_html(data: bytes, caption: str) -> str:
+    """A caption and an ``<audio controls>`` element with ``data`` (a WAV) embedded."""
+    source = "data:audio/wav;base64," + base64.b64encode(data).decode("ascii")
+    return f'<div><div>{html.escape(caption)}</div><audio controls src="{source}"></audio></div>'
+
+
+def audio(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS) -> Any:
+    """The log's sound as an ``IPython.display.Audio`` object (needs IPython)."""
+    from ._optional import require
+
+    display = require("IPython.display", extra="notebook", purpose="notebook audio")
+    data, _ = wav_bytes(log, sound, max_seconds)
+    return display.Audio(data=data)
+
+
+def log_html(log: NormLog) -> str:
+    """Summary line and player for a norm log."""
+    data, seconds = wav_bytes(log)
+    stats = log.stats()
+    alarm = f", NaN/Inf from step {stats.first_nonfinite_step}" if stats.first_nonfinite_step else ""
+    return player_html(data, f"{len(log)} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound")

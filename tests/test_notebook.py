@@ -1,0 +1,50 @@
+"""What a notebook shows: an inline player with the run's sound embedded."""
+
+import base64
+import io
+import re
+
+import numpy as np
+import soundfile
+import torch
+
+import sonify
+from conftest import spectral_peaks
+from sonify.record import NormLog
+
+
+def embedded_wav(html):
+    (payload,) = re.findall(r'<audio controls src="data:audio/wav;base64,([^"]+)"', html)
+    return soundfile.read(io.BytesIO(base64.b64decode(payload)), dtype="float32")
+
+
+def test_a_long_log_plays_inline_condensed_with_its_alarm():
+    norms = np.exp(np.random.default_rng(0).normal(0, 1, (50_000, 2)))
+    norms[30_000, 1] = np.inf
+    html = NormLog.from_array(norms)._repr_html_()
+    assert "50000 steps x 2 layers, NaN/Inf from step 30001" in html
+    audio, rate = embedded_wav(html)
+    assert len(audio) / rate <= 60.0
+    synth = sonify.SoundSettings().synthesizer(2)
+    slots = audio.reshape(-1, synth.step_samples)[:, synth.tone_samples : 2 * synth.tone_samples]
+    assert sum(len(spectral_peaks(slot, rate, threshold=0.3)) == 3 for slot in slots) == 1  # one window alarms
+
+
+def test_audio_object_for_ipython():
+    player = NormLog.from_array(np.ones((3, 2))).audio()
+    assert type(player).__name__ == "Audio" and player.data[:4] == b"RIFF"
+
+
+def test_a_running_sonifier_shows_the_steps_so_far(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "nb.wav", flush_interval=0.05) as son:
+        for _ in range(5):
+            optimizer.zero_grad()
+            model(torch.randn(4, 3)).sum().backward()
+            optimizer.step()
+        son._thread.join(0.3)  # let the recorder flush
+        html = son._repr_html_()
+    assert "&lt;Sonifier recording" in html and "5 steps x 2 layers" in html
+    audio, _ = embedded_wav(html)
+    assert len(audio) == 5 * sonify.SoundSettings().synthesizer(2).step_samples
