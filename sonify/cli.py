@@ -390,6 +390,134 @@ def devices() -> None:
         )
 
 
+@main.command(name="compare")
+@click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--optimizer", "optimizers", multiple=True, type=click.Choice(list(OPTIMIZERS)), help="Repeat for several."
+)
+@click.option("--lr", "lrs", multiple=True, type=float, help="Learning rate; repeat for several.")
+@click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeat for several.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps per run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default="auto", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--torch-device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, ...")
+@click.option(
+    "-o",
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for everything [default: audio_out/compare-<date>-<time>].",
+)
+@click.option("--duration", metavar="TIME", default=None, help="Fit each run into TIME (e.g. 30s) by combining steps.")
+@click.option("--combine", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
+@click.option("--ab", is_flag=True, help="With exactly two runs: listen-ab.wav, run A left and run B right.")
+@click.option("--no-figure", is_flag=True, help="Skip compare.png (which needs matplotlib).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_sound_options
+def compare_command(
+    logs: tuple[Path, ...],
+    optimizers: tuple[str, ...],
+    lrs: tuple[float, ...],
+    batch_sizes: tuple[int, ...],
+    steps: int,
+    seed: int,
+    dataset: str,
+    data_dir: Path | None,
+    torch_device: str,
+    out_dir: Path | None,
+    duration: str | None,
+    combine: str,
+    ab: bool,
+    no_figure: bool,
+    no_progress: bool,
+    **sound_options: Any,
+) -> None:
+    """Compare runs by ear and by eye: a grid of training runs, or LOGS recorded before.
+
+    \b
+    Without LOGS it trains the grid of --optimizer x --lr x --batch-size
+    (default: the five runs of the 2019 experiment) and writes, in one folder,
+    each run's WAV and log, listen.wav (the runs in turn, run k introduced by
+    k short noise bursts), compare.png (norm curves and spectrograms) and
+    summary.csv / summary.md.
+    """
+    import datetime as dt
+
+    from .compare import REFERENCE_GRID, compare
+
+    sound = _sound_settings(**sound_options)
+    out_dir = out_dir or Path("audio_out") / f"compare-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    seconds = _parse_duration(duration) if duration is not None else None
+    if logs and (optimizers or lrs or batch_sizes):
+        raise SonifyError("give norm logs to compare, or grid options (--optimizer/--lr/--batch-size), not both")
+    if logs:
+        runs, audio_files = [load_norms(path) for path in logs], None
+    else:
+        grid = (
+            [(o, lr, b) for o in optimizers or ["sgd"] for lr in lrs or [0.01] for b in batch_sizes or [10]]
+            if optimizers or lrs or batch_sizes
+            else list(REFERENCE_GRID)
+        )
+        runs, audio_files = _train_grid(grid, steps, seed, dataset, data_dir, torch_device, sound, out_dir, no_progress)
+    result = compare(runs, out_dir, sound=sound, duration=seconds, ab=ab, figure=not no_figure, audio_files=audio_files)
+    click.echo(result.table())
+    click.echo("files:")
+    for path in [result.listening, result.figure, result.table_csv, result.table_md]:
+        if path is not None:
+            click.echo(f"  {path}")
+
+
+def _train_grid(
+    grid: list[tuple[str, float, int]],
+    steps: int,
+    seed: int,
+    dataset: str,
+    data_dir: Path | None,
+    torch_device: str,
+    sound: SoundSettings,
+    out_dir: Path,
+    no_progress: bool,
+) -> tuple[list, list[Path]]:
+    from .experiment import ExperimentConfig, run_experiment
+    from .render import _progress_bar
+
+    device = _pick_device(torch_device)
+    recording = SoundSettings(**{**sound.__dict__, "norm_range": None}) if sound.norm_range == "auto" else sound
+    logs, audio_files = [], []
+    bar = _progress_bar(len(grid) * steps, "compare", enabled=not no_progress)
+    try:
+        for optimizer, lr, batch_size in grid:
+            config = ExperimentConfig(
+                optimizer=optimizer,
+                lr=lr,
+                batch_size=batch_size,
+                steps=steps,
+                seed=seed,
+                dataset=dataset,
+                device=device,
+                **({"data_dir": data_dir} if data_dir else {}),
+            )
+            bar.set_postfix_str(f"{optimizer} lr={lr:g} bs={batch_size}")
+            result = run_experiment(
+                config,
+                out=None,
+                out_dir=out_dir,
+                sound=recording,
+                audio=recording is sound,
+                progress=False,
+                notice=lambda text: click.echo(f"sonify: {text}", err=True),
+                on_step=lambda: bar.update(1),
+            )
+            if result.interrupted:
+                raise KeyboardInterrupt
+            logs.append(load_norms(result.sonifier.log_path))
+            audio_files.append(result.sonifier.audio_path if recording is sound else None)
+    finally:
+        bar.close()
+    return logs, audio_files
+
+
 @main.command(name="render")
 @click.argument("log", type=click.Path(path_type=Path))
 @_output_options("Audio file (.wav or .flac) [default: the log's name with .wav].")

@@ -181,10 +181,12 @@ def run_experiment(
     config: ExperimentConfig,
     *,
     out: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
     sound: SoundSettings | None = None,
     audio: bool = True,
     progress: bool = True,
     notice: Callable[[str], None] = print,
+    on_step: Callable[[], None] | None = None,
     **sonifier_options: Any,
 ) -> ExperimentResult:
     """Train the reference CNN with sonify attached.
@@ -193,7 +195,9 @@ def run_experiment(
     ----------
     config : ExperimentConfig
     out : path, optional
-        Audio file; default ``audio_out/<run name>.wav``.
+        Audio file; default ``<out_dir>/<run name>.wav``.
+    out_dir : path, optional
+        Folder for the default file name; ``audio_out`` by default.
     sound : SoundSettings, optional
     audio : bool
         Write the audio while training (the norm log is always written).
@@ -201,6 +205,8 @@ def run_experiment(
         Show a progress bar with steps/s and the loss.
     notice : callable
         Receives one-line notices (dataset fallback).
+    on_step : callable, optional
+        Called after each step (for an outer progress bar).
     **sonifier_options
         Passed to :class:`~sonify.Sonifier` (``live``, ``device``, ``pace``, ``log``, ...).
 
@@ -216,7 +222,8 @@ def run_experiment(
     model = LeNet().to(device)
     optimizer = make_optimizer(config, model.parameters())
     mapping_name = sound.mapping if isinstance(sound.mapping, str) else "custom"
-    out = Path(out) if out is not None else DEFAULT_OUT_DIR / f"{config.run_name(mapping_name, dataset_name)}.wav"
+    folder = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
+    out = Path(out) if out is not None else folder / f"{config.run_name(mapping_name, dataset_name)}.wav"
     metadata = {"experiment": {**asdict(config), "data_dir": str(config.data_dir)}, "dataset": description}
     batches = _batches(images, labels, config.batch_size, config.seed)
     losses = torch.empty(config.steps, device=device)  # on the device: no host sync per step
@@ -243,6 +250,8 @@ def run_experiment(
             losses[step] = loss.detach()
             done = step + 1
             bar.update(1)
+            if on_step is not None:
+                on_step()
             if done % 20 == 0 or done == config.steps:
                 bar.set_postfix(loss=f"{losses[step].item():.4g}", refresh=False)
     except KeyboardInterrupt:

@@ -1,0 +1,284 @@
+"""Compare runs by ear and by eye.
+
+:func:`compare` takes norm logs (recorded by a grid of training runs, or
+anywhere else) and writes into one folder:
+
+* one WAV per run (rendered from its log, with the same sound settings);
+* ``listen.wav``: the runs one after another, each introduced by a
+  **marker**: ``k`` short noise bursts for run ``k`` (noise is neither a
+  tone nor the alarm chord, so it cannot be mistaken for a norm); with
+  ``ab=True`` and exactly two runs, ``listen-ab.wav`` instead plays them at
+  once, run A on the left channel and run B on the right;
+* ``compare.png``: per run, every layer's norm curve on a log scale with
+  NaN/Inf steps marked, beside the spectrogram of the run's audio;
+* ``summary.csv`` and ``summary.md``: per run, final loss, norm range per
+  layer, first NaN/Inf step, where its segment starts in the listening file,
+  and its files.
+
+Runs that diverge are part of the comparison, not errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import SonifyError
+from .output import AudioFileWriter
+from .record import NormLog
+from .render import SoundSettings, render
+
+__all__ = ["REFERENCE_GRID", "CompareResult", "RunSummary", "compare", "comparison_figure", "marker"]
+
+#: The runs of the 2019 experiment: (optimizer, lr, batch size).
+REFERENCE_GRID = (("sgd", 0.01, 10), ("sgd", 0.1, 10), ("sgd", 1.0, 10), ("sgd", 1.0, 256), ("adam", 0.01, 10))
+
+_MARKER_BURST = 0.04  # seconds of noise per burst
+_MARKER_PAUSE = 0.06  # silence between bursts
+_AFTER_MARKER = 0.3  # silence between the marker and the run
+_BETWEEN_RUNS = 0.7  # silence after a run
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the comparison."""
+
+    name: str
+    steps: int
+    final_loss: float | None
+    ranges: dict[str, tuple[float, float] | None]
+    first_nonfinite_step: int | None
+    nonfinite_steps: int
+    start: float  # seconds into the listening file where the run's sound begins
+    audio: Path
+    log: Path | None
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """What :func:`compare` wrote."""
+
+    runs: list[RunSummary]
+    listening: Path
+    figure: Path | None
+    table_csv: Path
+    table_md: Path
+
+    def table(self) -> str:
+        """The summary as a Markdown table."""
+        return self.table_md.read_text()
+
+
+def marker(index: int, sample_rate: int, amplitude: float = 0.1) -> np.ndarray:
+    """``index + 1`` short bursts of faded noise, then silence: the sign of run ``index``."""
+    rng = np.random.default_rng(index)
+    burst_samples = round(_MARKER_BURST * sample_rate)
+    fade = np.sin(np.linspace(0.0, math.pi, burst_samples)) ** 2
+    pieces = []
+    for _ in range(index + 1):
+        pieces.append((amplitude * fade * rng.uniform(-1.0, 1.0, burst_samples)).astype(np.float32))
+        pieces.append(np.zeros(round(_MARKER_PAUSE * sample_rate), np.float32))
+    pieces.append(np.zeros(round(_AFTER_MARKER * sample_rate), np.float32))
+    return np.concatenate(pieces)
+
+
+def compare(
+    logs: list[NormLog],
+    out_dir: str | os.PathLike,
+    *,
+    names: list[str] | None = None,
+    sound: SoundSettings | None = None,
+    duration: float | None = None,
+    ab: bool = False,
+    figure: bool = True,
+    audio_files: list[Path | None] | None = None,
+) -> CompareResult:
+    """Write the listening file, figure and summary of several runs.
+
+    Parameters
+    ----------
+    logs : list of NormLog
+        The runs, in the order they are heard.
+    out_dir : str or PathLike
+        Folder for everything written (created).
+    names : list of str, optional
+        Run names; default: the log file names.
+    sound : SoundSettings, optional
+        How the runs sound (the same for all, so they compare).
+    duration : float, optional
+        Fit each run into this many seconds (see :func:`sonify.render`).
+    ab : bool
+        With exactly two runs, also write ``listen-ab.wav``: A left, B right.
+    figure : bool
+        Draw ``compare.png`` (needs matplotlib: ``pip install 'sonify[plot]'``).
+    audio_files : list of Path or None, optional
+        Existing WAVs of the runs (from training) to use instead of rendering.
+
+    Returns
+    -------
+    CompareResult
+    """
+    if not logs:
+        raise SonifyError("nothing to compare: give at least one norm log or run")
+    if ab and len(logs) != 2:
+        raise SonifyError(f"the A/B listening file needs exactly two runs, not {len(logs)}; drop --ab")
+    sound = sound or SoundSettings()
+    if sound.stereo:
+        raise SonifyError("compare writes mono runs (A/B uses the two channels); drop --stereo")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = names or [_run_name(log, index) for index, log in enumerate(logs)]
+    rendered = []
+    for index, (log, name) in enumerate(zip(logs, names)):
+        existing = audio_files[index] if audio_files else None
+        if existing is not None and duration is None:
+            rendered.append(Path(existing))
+        else:
+            rendered.append(render(log, out_dir / f"{name}.wav", sound=sound, duration=duration).path)
+    starts = _listening_file(rendered, out_dir / "listen.wav", sound.sample_rate)
+    if ab:
+        _ab_file(rendered, out_dir / "listen-ab.wav", sound.sample_rate)
+    runs = [
+        _summarise(log, name, start, audio, sound) for log, name, start, audio in zip(logs, names, starts, rendered)
+    ]
+    picture = _figure(logs, names, rendered, out_dir / "compare.png") if figure else None
+    table_csv, table_md = _tables(runs, out_dir)
+    return CompareResult(runs, out_dir / ("listen-ab.wav" if ab else "listen.wav"), picture, table_csv, table_md)
+
+
+def _run_name(log: NormLog, index: int) -> str:
+    if log.path is not None:
+        return log.path.name.removesuffix(".norms.csv").removesuffix(".csv")
+    return f"run{index + 1}"
+
+
+def _listening_file(paths: list[Path], out: Path, sample_rate: int) -> list[float]:
+    """Concatenate the runs with their markers, block by block; returns where each run starts (s)."""
+    import soundfile
+
+    starts = []
+    with AudioFileWriter(out, sample_rate) as writer:
+        for index, path in enumerate(paths):
+            writer.write(marker(index, sample_rate))
+            starts.append(writer.duration)
+            with soundfile.SoundFile(path) as run:
+                if run.samplerate != sample_rate or run.channels != 1:
+                    raise SonifyError(f"{path}: expected mono audio at {sample_rate} Hz to compare")
+                for block in run.blocks(blocksize=1 << 16, dtype="float32"):
+                    writer.write(block)
+            writer.write(np.zeros(round(_BETWEEN_RUNS * sample_rate), np.float32))
+    return starts
+
+
+def _ab_file(paths: list[Path], out: Path, sample_rate: int) -> None:
+    import soundfile
+
+    with (
+        soundfile.SoundFile(paths[0]) as a,
+        soundfile.SoundFile(paths[1]) as b,
+        AudioFileWriter(out, sample_rate, channels=2) as writer,
+    ):
+        while True:
+            left, right = a.read(1 << 16, dtype="float32"), b.read(1 << 16, dtype="float32")
+            if not len(left) and not len(right):
+                break
+            block = np.zeros((max(len(left), len(right)), 2), np.float32)
+            block[: len(left), 0], block[: len(right), 1] = left, right
+            writer.write(block)
+
+
+def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundSettings) -> RunSummary:
+    stats = log.stats()
+    loss = log.metadata.get("final_loss")
+    return RunSummary(
+        name=name,
+        steps=len(log),
+        final_loss=float(loss) if isinstance(loss, (int, float)) else None,
+        ranges=stats.ranges(),
+        first_nonfinite_step=stats.first_nonfinite_step,
+        nonfinite_steps=stats.nonfinite_steps,
+        start=start,
+        audio=audio,
+        log=log.path,
+    )
+
+
+def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
+    layers = list(dict.fromkeys(layer for run in runs for layer in run.ranges))
+    header = ["run", "steps", "final loss", "first NaN/Inf step", "NaN/Inf steps", "starts at (s)"]
+    header += [f"{layer} norm range" for layer in layers] + ["audio", "log"]
+    rows = []
+    for run in runs:
+        cells = [
+            run.name,
+            str(run.steps),
+            "" if run.final_loss is None else f"{run.final_loss:.4g}",
+            "" if run.first_nonfinite_step is None else str(run.first_nonfinite_step),
+            str(run.nonfinite_steps),
+            f"{run.start:.2f}",
+        ]
+        for layer in layers:
+            span = run.ranges.get(layer)
+            cells.append(f"{span[0]:.3g} .. {span[1]:.3g}" if span else "")
+        rows.append([*cells, str(run.audio), str(run.log or "")])
+    table_csv = out_dir / "summary.csv"
+    with open(table_csv, "w", newline="") as file:
+        csv.writer(file).writerows([header, *rows])
+    table_md = out_dir / "summary.md"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    table_md.write_text("\n".join(lines) + "\n")
+    return table_csv, table_md
+
+
+def _figure(logs: list[NormLog], names: list[str], audio: list[Path], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(logs, names, audio)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def comparison_figure(logs: list[NormLog], names: list[str], audio: list[Path]) -> Any:
+    """The comparison as a matplotlib figure: per run, norm curves (log scale) and a spectrogram.
+
+    Row ``i`` holds run ``i``: on the left every layer's norm per step, with
+    red lines at NaN/Inf steps; on the right the spectrogram of its audio.
+    """
+    from ._optional import require
+
+    matplotlib = require("matplotlib", extra="plot", purpose="the comparison figure")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import soundfile
+
+    fig, axes = plt.subplots(len(logs), 2, figsize=(13, 2.6 * len(logs) + 0.6), squeeze=False)
+    for row, (log, name, path) in enumerate(zip(logs, names, audio)):
+        curves, spectrum = axes[row]
+        finite = np.where(np.isfinite(log.norms) & (log.norms > 0), log.norms, np.nan)
+        for column, layer in enumerate(log.layer_names):
+            curves.plot(log.steps, finite[:, column], label=layer, linewidth=1)
+        bad = log.steps[log.nonfinite.any(axis=1)]
+        if len(bad):
+            curves.vlines(bad, 0, 1, transform=curves.get_xaxis_transform(), colors="red", alpha=0.25, linewidth=1)
+            curves.plot([], [], color="red", alpha=0.5, label="NaN/Inf")
+        curves.set_yscale("log")
+        curves.set_title(name, fontsize=9, loc="left")
+        curves.set_xlabel("step")
+        curves.set_ylabel("gradient norm")
+        curves.legend(fontsize=7, loc="upper left", ncol=2)
+        samples, rate = soundfile.read(path, dtype="float32")
+        spectrum.specgram(samples, NFFT=1024, Fs=rate, noverlap=512, cmap="magma")
+        spectrum.set_ylim(0, 8000)
+        spectrum.set_xlabel("time (s)")
+        spectrum.set_ylabel("frequency (Hz)")
+        spectrum.set_title(f"{name}: spectrogram", fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,104 @@
+"""sonify compare: the grid end to end on the offline digits, and comparisons of existing logs."""
+
+import csv
+
+import numpy as np
+import pytest
+import soundfile
+
+import sonify
+from conftest import run_sonify
+from sonify.compare import compare, comparison_figure, marker
+from sonify.record import NormLog
+
+
+def bursts(samples, rate):
+    """Number of separate noise bursts in a stretch of audio."""
+    frames = np.abs(samples[: len(samples) // 441 * 441]).reshape(-1, 441).max(axis=1) > 1e-3  # 10 ms frames
+    return int(np.sum(frames[1:] & ~frames[:-1]) + frames[0])
+
+
+def test_grid_end_to_end_with_a_diverging_run(tmp_path):
+    out = tmp_path / "grid"
+    result = run_sonify(
+        "compare",
+        "--lr",
+        "0.05",
+        "--lr",
+        "1.0",
+        "--batch-size",
+        "256",
+        "--steps",
+        "14",
+        "--dataset",
+        "digits",
+        "-o",
+        str(out),
+        "--no-progress",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(out / "summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["first NaN/Inf step"] for row in rows] == ["", "13"]  # the diverging run is compared, not an error
+    assert all(float(row["final loss"]) > 0 or row["final loss"] == "nan" for row in rows)
+    listening, rate = soundfile.read(out / "listen.wav", dtype="float32")
+    for index, row in enumerate(rows):
+        start = round(float(row["starts at (s)"]) * rate)
+        run_audio, _ = soundfile.read(row["audio"], dtype="float32")
+        np.testing.assert_array_equal(listening[start : start + len(run_audio)], run_audio)  # the segment is the run
+        sign = marker(index, rate)
+        assert bursts(listening[start - len(sign) : start], rate) == index + 1  # run k is announced by k bursts
+    assert (out / "compare.png").stat().st_size > 10_000 and "| run | steps |" in (out / "summary.md").read_text()
+    assert "| run | steps | final loss |" in result.stdout
+
+
+def two_logs():
+    rng = np.random.default_rng(0)
+    calm = NormLog.from_array(np.exp(rng.normal(0, 0.3, (40, 3))), ["a", "b", "c"])
+    wild = np.exp(np.cumsum(rng.normal(0.4, 0.3, (40, 3)), axis=0))
+    wild[30:, 1] = np.nan
+    return [calm, NormLog.from_array(wild, ["a", "b", "c"])]
+
+
+def test_ab_file_puts_one_run_on_each_channel(tmp_path):
+    result = compare(two_logs(), tmp_path, names=["calm", "wild"], ab=True, figure=False)
+    stereo, _ = soundfile.read(tmp_path / "listen-ab.wav", dtype="float32")
+    calm, _ = soundfile.read(tmp_path / "calm.wav", dtype="float32")
+    wild, _ = soundfile.read(tmp_path / "wild.wav", dtype="float32")
+    np.testing.assert_array_equal(stereo[:, 0], calm)
+    np.testing.assert_array_equal(stereo[:, 1], wild)
+    assert result.listening.name == "listen-ab.wav" and [r.first_nonfinite_step for r in result.runs] == [None, 31]
+    with pytest.raises(sonify.SonifyError, match="needs exactly two runs, not 3"):
+        compare([*two_logs(), two_logs()[0]], tmp_path, ab=True)
+
+
+def test_figure_has_curves_on_a_log_scale_and_spectrograms(tmp_path):
+    logs = two_logs()
+    result = compare(logs, tmp_path, names=["calm", "wild"], duration=1.0)
+    assert result.runs[1].nonfinite_steps == 10 and result.figure.exists()
+    fig = comparison_figure(logs, ["calm", "wild"], [run.audio for run in result.runs])
+    axes = fig.axes
+    assert len(axes) == 4  # (curves, spectrogram) per run
+    for curves, spectrum in (axes[0:2], axes[2:4]):
+        assert curves.get_yscale() == "log" and curves.get_ylabel() == "gradient norm"
+        assert [line.get_label() for line in curves.get_lines()][:3] == ["a", "b", "c"]
+        assert spectrum.get_ylabel() == "frequency (Hz)" and spectrum.images
+    assert len(axes[0].collections) == 0 and len(axes[2].collections) == 1  # NaN/Inf marked in the wild run only
+
+
+def test_compare_existing_logs_from_the_command_line(tmp_path):
+    from sonify.record import NormLogWriter
+
+    paths = []
+    for name, log in zip(["first", "second"], two_logs()):
+        writer = NormLogWriter(tmp_path / f"{name}.norms.csv", log.layer_names)
+        writer.append(log.steps, log.norms, log.missing)
+        writer.close()
+        paths.append(str(writer.path))
+    result = run_sonify("compare", *paths, "-o", str(tmp_path / "out"), "--duration", "1s", "--no-figure")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+    assert [row["run"] for row in rows] == ["first", "second"] and rows[1]["first NaN/Inf step"] == "31"
+    both = run_sonify("compare", paths[0], "--lr", "0.1")
+    assert both.returncode == 1 and "not both" in both.stderr
