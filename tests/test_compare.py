@@ -98,7 +98,7 @@ def test_compare_existing_logs_from_the_command_line(tmp_path):
         paths.append(str(writer.path))
     result = run_sonify("compare", *paths, "-o", str(tmp_path / "out"), "--duration", "1s", "--no-figure")
     assert result.returncode == 0, result.stderr
-    rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+    rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").read_text().splitlines()))
     assert [row["run"] for row in rows] == ["first", "second"] and rows[1]["first NaN/Inf step"] == "31"
     both = run_sonify("compare", paths[0], "--lr", "0.1")
     assert both.returncode == 1 and "not both" in both.stderr
