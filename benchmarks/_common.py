@@ -30,3 +30,23 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def interleaved(variants: list[str], rounds: int, measure) -> dict[str, list[float]]:
+    """``measure(variant)`` for every variant in every round, the order rotated each round."""
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for index in range(rounds):
+        shift = index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            times[variant].append(measure(variant))
+    return times
+
+
+def ratio_rows(times: dict[str, list[float]], baseline: str) -> list[list[str]]:
+    """Per variant: median time, median of per-round ratios to ``baseline``, and their middle half."""
+    rows = []
+    for variant, values in times.items():
+        ratios = np.array([mine / base for mine, base in zip(values, times[baseline])])
+        low, high = np.percentile(ratios, [25, 75])
+        rows.append([variant, f"{median(values) * 1e3:.2f} ms", f"{median(ratios):.3f}", f"{low:.3f} .. {high:.3f}"])
+    return rows

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from _common import machine, median, parse_args, table
+from _common import interleaved, machine, parse_args, ratio_rows, table
 from _virtual_audio import SoundServer
 
 import sonify
@@ -79,22 +79,11 @@ def timed_steps(variant, steps, workdir):
 
 
 def slowdown(rounds, steps, workdir):
-    variants = ["bare", "live off", "live on"]
-    times = {v: [] for v in variants}
-    for index in range(rounds):
-        for variant in variants[index % 3 :] + variants[: index % 3]:
-            times[variant].append(timed_steps(variant, steps, workdir))
-    rows = []
-    for variant in variants:
-        ratios = np.array([mine / off for mine, off in zip(times[variant], times["live off"])])
-        low, high = np.percentile(ratios, [25, 75])
-        rows.append(
-            [variant, f"{median(times[variant]) * 1e3:.2f} ms", f"{median(ratios):.3f}", f"{low:.3f} .. {high:.3f}"]
-        )
+    times = interleaved(["bare", "live off", "live on"], rounds, lambda variant: timed_steps(variant, steps, workdir))
     if os.environ.get("SONIFY_BENCH_VERBOSE"):
-        for variant in variants:
-            print(variant, " ".join(f"{t * 1e3:.2f}" for t in times[variant]))
-    return rows
+        for variant, values in times.items():
+            print(variant, " ".join(f"{t * 1e3:.2f}" for t in values))
+    return ratio_rows(times, "live off")
 
 
 def find_frames(captured, frames, atol=1e-5):

@@ -16,13 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, median, parse_args, table
+from _common import interleaved, machine, parse_args, ratio_rows, table
 
 import sonify
 
@@ -62,19 +61,9 @@ def timed(variant, steps, workdir):
 def main():
     args = parse_args(__doc__)
     rounds, steps = (1, 2) if args.smoke else (15, 15)
-    variants = ["bare", "capture", "sonify"]
-    times = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as workdir:
-        for index in range(rounds):
-            for variant in variants[index % 3 :] + variants[: index % 3]:
-                times[variant].append(timed(variant, steps, workdir))
-    rows = []
-    for variant in variants:
-        ratios = np.array([mine / bare for mine, bare in zip(times[variant], times["bare"])])
-        low, high = np.percentile(ratios, [25, 75])
-        rows.append(
-            [variant, f"{median(times[variant]) * 1e3:.1f} ms", f"{median(ratios):.3f}", f"{low:.3f} .. {high:.3f}"]
-        )
+        times = interleaved(["bare", "capture", "sonify"], rounds, lambda variant: timed(variant, steps, workdir))
+    rows = ratio_rows(times, "bare")
     print(
         f"ResNet-18, batch 32 of 32x32 images, {rounds} interleaved rounds x {steps} steps, torch {torch.__version__}, {machine()}"
     )

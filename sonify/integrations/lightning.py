@@ -17,7 +17,7 @@ from typing import Any
 
 from .._errors import SonifyError
 from .._optional import require
-from ..sonifier import Sonifier
+from ._holder import _SonifierHolder
 
 
 def _lightning() -> Any:
@@ -36,7 +36,7 @@ _pl = _lightning()
 __all__ = ["SonifyCallback"]
 
 
-class SonifyCallback(_pl.Callback):
+class SonifyCallback(_pl.Callback, _SonifierHolder):
     """Record every optimizer step of ``Trainer.fit`` and sonify it.
 
     Parameters
@@ -50,31 +50,21 @@ class SonifyCallback(_pl.Callback):
     Attributes
     ----------
     sonifier : Sonifier or None
-        The running Sonifier (on rank 0 during ``fit``); kept after the run for its stats.
+        The Sonifier of the current or last ``fit`` (on every rank; only rank 0 writes and plays).
     """
 
     def __init__(self, out: str | os.PathLike | None = None, **options: Any) -> None:
         super().__init__()
-        self.out = out
-        self.options = options
-        self.sonifier: Sonifier | None = None
+        self._hold(out, options)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        metadata = {
-            "framework": f"lightning {_pl.__version__}",
-            "max_steps": trainer.max_steps,
-            **self.options.pop("metadata", {}),
-        }
-        self.sonifier = Sonifier(pl_module, out=self.out, metadata=metadata, **self.options)
+        self._start(pl_module, framework=f"lightning {_pl.__version__}", max_steps=trainer.max_steps)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self.sonifier is not None:
-            self.sonifier.step()
+        self._step()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.sonifier is not None:
-            self.sonifier.close()
+        self._stop()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self.sonifier is not None:
-            self.sonifier.close(drain=False)  # stop the sound at once; the files are complete
+        self._stop(drain=False)  # stop the sound at once; the files are complete

@@ -21,14 +21,14 @@ import os
 from typing import Any
 
 from .._optional import require
-from ..sonifier import Sonifier
+from ._holder import _SonifierHolder
 
 _transformers = require("transformers", extra="transformers", purpose="sonify's Trainer callback")
 
 __all__ = ["SonifyTrainerCallback"]
 
 
-class SonifyTrainerCallback(_transformers.TrainerCallback):
+class SonifyTrainerCallback(_transformers.TrainerCallback, _SonifierHolder):
     """Record every optimizer step of a ``Trainer`` and sonify it.
 
     Parameters
@@ -41,23 +41,18 @@ class SonifyTrainerCallback(_transformers.TrainerCallback):
     """
 
     def __init__(self, out: str | os.PathLike | None = None, **options: Any) -> None:
-        self.out = out
-        self.options = options
-        self.sonifier: Sonifier | None = None
+        self._hold(out, options)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        metadata = {
-            "framework": f"transformers {_transformers.__version__}",
-            "max_grad_norm": args.max_grad_norm,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            **self.options.pop("metadata", {}),
-        }
-        self.sonifier = Sonifier(model, out=self.out, metadata=metadata, **self.options)
+        self._start(
+            model,
+            framework=f"transformers {_transformers.__version__}",
+            max_grad_norm=args.max_grad_norm,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+        )
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.sonifier is not None:
-            self.sonifier.step()
+        self._step()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.sonifier is not None:
-            self.sonifier.close()
+        self._stop()
