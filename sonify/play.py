@@ -222,7 +222,7 @@ def play(
     Parameters
     ----------
     source : path or NormLog
-        A norm log (``.norms.csv``, synthesized on the fly with ``sound``) or
+        A norm log (a CSV of norms or TensorBoard logs, synthesized on the fly with ``sound``) or
         an audio file that soundfile reads (WAV, FLAC, ...), streamed as is.
     device : int or str, optional
         Output device; the default device if None (see ``sonify devices``).
@@ -249,7 +249,8 @@ def play(
 
         sonify.play("audio_out/run.norms.csv", device="pulse")
     """
-    if isinstance(source, NormLog) or str(source).endswith(".csv"):
+    is_log = isinstance(source, NormLog) or str(source).endswith(".csv")
+    if is_log or Path(source).is_dir() or "tfevents" in Path(source).name:  # TensorBoard logs too
         log = source if isinstance(source, NormLog) else load_norms(source)
         sound = sound or SoundSettings()
         synth = sound.synthesizer(len(log.layer_names))

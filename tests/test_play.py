@@ -118,3 +118,19 @@ def test_training_faster_than_the_sound_is_followed_closely(sound_server):
     heard = captured[voiced[0] - 1 : voiced[-1] + synth.gap_samples]
     slots = [heard[i : i + synth.tone_samples] for i in range(0, len(heard) - synth.tone_samples, synth.tone_samples)]
     assert any(is_alarm(slot) for slot in slots), "the NaN at step 123 was not heard"
+
+
+def test_play_reads_norms_recorded_elsewhere(sound_server, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "tb")) as writer:
+        for step in range(1, 4):
+            writer.add_scalar("grad_norm/a", 0.5 * step, step)
+            writer.add_scalar("grad_norm/b", 2.0 * step, step)
+    (tmp_path / "other.csv").write_text("global_step,a,b\n1,0.5,2\n2,1,4\n3,1.5,6\n")
+    with sound_server.capture() as recording:
+        played = [play(tmp_path / "tb", device="pulse"), play(tmp_path / "other.csv", device="pulse")]
+    assert [result.duration for result in played] == pytest.approx([3 * 0.04, 3 * 0.04])
+    synth = SOUND.synthesizer(2)
+    expected = synth.synthesize(SOUND.pitch_map()(np.array([[0.5, 2.0], [1.0, 4.0], [1.5, 6.0]])))
+    frames_played(recording.samples, [expected, expected])  # both sources sound the same norms
