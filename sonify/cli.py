@@ -114,6 +114,52 @@ def _live_options(command: Callable) -> Callable:
     )(command)
 
 
+def _training_options(command: Callable) -> Callable:
+    """What every command that trains the reference CNN accepts (``train``, ``compare``)."""
+    options = [
+        click.option(
+            "--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps per run."
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--dataset",
+            type=click.Choice(list(DATASETS)),
+            default="auto",
+            show_default=True,
+            help="auto: MNIST if it loads or downloads, else scikit-learn's digits.",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Where MNIST is stored [default: $SONIFY_DATA or ~/.cache/sonify].",
+        ),
+        click.option(
+            "--torch-device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, cuda:1, ..."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _duration_options(command: Callable) -> Callable:
+    """``--duration`` and ``--combine``: fitting long runs into a given time."""
+    command = click.option(
+        "--combine",
+        type=click.Choice(["mean", "max"]),
+        default="mean",
+        show_default=True,
+        help="How --duration combines the norms of a window.",
+    )(command)
+    return click.option(
+        "--duration",
+        metavar="TIME",
+        default=None,
+        help="Fit each run into TIME (e.g. 60s, 2m, 90) by combining consecutive steps; NaN/Inf in a window still sounds.",
+    )(command)
+
+
 def _sound_settings(
     mapping: str,
     norm_range: str | None,
@@ -223,21 +269,7 @@ def main() -> None:
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
 @click.option("--momentum", type=float, default=0.5, show_default=True, help="Momentum (sgd and rmsprop only).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps to train.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--dataset",
-    type=click.Choice(list(DATASETS)),
-    default="auto",
-    show_default=True,
-    help="auto: MNIST if it loads or downloads, else scikit-learn's digits.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where MNIST is stored [default: $SONIFY_DATA or ~/.cache/sonify].",
-)
+@_training_options
 @click.option(
     "--params",
     type=click.Choice(["weight", "all"]),
@@ -245,7 +277,6 @@ def main() -> None:
     show_default=True,
     help="Norm of each layer's weight gradient (the reference) or of all its parameters.",
 )
-@click.option("--torch-device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, cuda:1, ...")
 @click.option("--live", is_flag=True, help="Play the sound while training runs (training never waits for it).")
 @click.option("--pace", is_flag=True, help="With --live: play every step, making training wait for the sound.")
 @click.option("--no-save", is_flag=True, help="With --live: write no WAV and no norm log, only listen.")
@@ -397,11 +428,7 @@ def devices() -> None:
 )
 @click.option("--lr", "lrs", multiple=True, type=float, help="Learning rate; repeat for several.")
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeat for several.")
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps per run.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default="auto", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--torch-device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, ...")
+@_training_options
 @click.option(
     "-o",
     "--out-dir",
@@ -409,8 +436,7 @@ def devices() -> None:
     default=None,
     help="Folder for everything [default: audio_out/compare-<date>-<time>].",
 )
-@click.option("--duration", metavar="TIME", default=None, help="Fit each run into TIME (e.g. 30s) by combining steps.")
-@click.option("--combine", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
+@_duration_options
 @click.option("--ab", is_flag=True, help="With exactly two runs: listen-ab.wav, run A left and run B right.")
 @click.option("--no-figure", is_flag=True, help="Skip compare.png (which needs matplotlib).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -522,19 +548,7 @@ def _train_grid(
 @click.argument("log", type=click.Path(path_type=Path))
 @_output_options("Audio file (.wav or .flac) [default: the log's name with .wav].")
 @click.option("--drop-incomplete", is_flag=True, help="Ignore a cut-off last line in the log.")
-@click.option(
-    "--duration",
-    metavar="TIME",
-    default=None,
-    help="Fit a long run into TIME (e.g. 60s, 2m, 90) by combining consecutive steps; NaN/Inf in a window still sounds.",
-)
-@click.option(
-    "--combine",
-    type=click.Choice(["mean", "max"]),
-    default="mean",
-    show_default=True,
-    help="How --duration combines the norms of a window.",
-)
+@_duration_options
 @_sound_options
 def render_command(
     log: Path,
