@@ -328,7 +328,7 @@ def train(
         dataset=dataset,
         params=params,
         device=_pick_device(torch_device),
-        **({"data_dir": data_dir} if data_dir else {}),
+        data_dir=data_dir,
     )
     auto_range = sound.norm_range == "auto" and not no_save
     # A fitted range needs the whole run: record the log, then render once at the end.
@@ -522,7 +522,7 @@ def _train_grid(
                 seed=seed,
                 dataset=dataset,
                 device=device,
-                **({"data_dir": data_dir} if data_dir else {}),
+                data_dir=data_dir,
             )
             bar.set_postfix_str(f"{optimizer} lr={lr:g} bs={batch_size}")
             result = run_experiment(

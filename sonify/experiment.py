@@ -17,7 +17,7 @@ import math
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,10 @@ class ExperimentConfig:
     dataset: str = "auto"
     params: str = "weight"
     device: str = "cpu"
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("SONIFY_DATA", "~/.cache/sonify")).expanduser())
+    data_dir: Path | None = None  # None: $SONIFY_DATA, else ~/.cache/sonify
 
     def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir or os.environ.get("SONIFY_DATA", "~/.cache/sonify")).expanduser()
         if self.optimizer not in OPTIMIZERS:
             raise SonifyError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.dataset not in DATASETS:
