@@ -36,7 +36,7 @@ def count_syncs(steps: int, attach: bool, workdir: str) -> tuple[int, int]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     images = torch.randn(64, 1, 28, 28, device="cuda")
     labels = torch.randint(0, 10, (64,), device="cuda")
-    son = sonify.Sonifier(model, optimizer, out=Path(workdir) / "gpu.wav") if attach else None
+    son = sonify.Sonifier(model, optimizer, overwrite=True, out=Path(workdir) / "gpu.wav") if attach else None
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -62,6 +62,7 @@ def timed_steps(variant, steps, workdir):
         son = sonify.Sonifier(
             model,
             optimizer,
+            overwrite=True,
             out=Path(workdir) / "bench.wav",
             layers=list(REFERENCE_LAYERS),
             params="weight",
@@ -109,7 +110,13 @@ def find_frames(captured, frames, atol=1e-5):
 def live_session(server, seconds, workdir):
     model, optimizer, step = make_run()
     son = sonify.Sonifier(
-        model, optimizer, out=Path(workdir) / "live.wav", layers=list(REFERENCE_LAYERS), params="weight", live=True
+        model,
+        optimizer,
+        overwrite=True,
+        out=Path(workdir) / "live.wav",
+        layers=list(REFERENCE_LAYERS),
+        params="weight",
+        live=True,
     )
     player = son._live
     player.timeline = []

@@ -36,6 +36,7 @@ def timed(variant, steps, workdir):
         son = sonify.Sonifier(
             model,
             optimizer,
+            overwrite=True,
             out=Path(workdir) / "resnet.wav",
             audio=variant == "sonify",
             mapping="log",

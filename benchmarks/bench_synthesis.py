@@ -99,7 +99,7 @@ def main():
             "soundfile alone": best_of(
                 lambda: write_only(samples, out / "floor.wav", BLOCK_STEPS * synth.step_samples), repeats
             ),
-            "sonify.render": best_of(lambda: render(norms, out / "render.wav", sound=sound), repeats),
+            "sonify.render": best_of(lambda: render(norms, out / "render.wav", sound=sound, overwrite=True), repeats),
         }
     rows = [[name, f"{seconds * 1e3:.1f} ms", f"{audio_seconds / seconds:,.0f}x"] for name, seconds in timings.items()]
     print(f"synthesis of {steps} steps x 4 layers = {audio_seconds:.0f} s of audio, best of {repeats}, {machine()}")

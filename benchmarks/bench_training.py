@@ -74,6 +74,7 @@ def run(variant, batch_size, steps, workdir):
         son = sonify.Sonifier(
             model,
             optimizer,
+            overwrite=True,
             out=Path(workdir) / f"bench-{batch_size}.wav",
             layers=list(REFERENCE_LAYERS),
             params="weight",

@@ -1,15 +1,71 @@
-"""Errors and warnings that sonify raises for bad input.
+"""Errors and warnings that sonify raises.
 
 Every message is one line that names the problem and the fix; the CLI prints
 it as ``sonify: error: <message>`` without a traceback.
+
+The hierarchy lets callers catch what they expect::
+
+    SonifyError                      every error of sonify's own
+    ├── SonifyParameterError         a bad argument (also a ValueError)
+    └── SonifyIOError                a file that cannot be read or written (also an OSError)
+
+Library messages name Python parameters (``out=``); where a message names a
+parameter through ``{out}``-style fields, the CLI shows its option
+(``--out``) instead (see :meth:`SonifyError.for_cli`).
 """
 
 from __future__ import annotations
 
+import re
+
 
 class SonifyError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
+    """A problem with the user's input or environment, explained in one line.
+
+    Parameters
+    ----------
+    message : str
+        The text; ``{name}`` fields stand for parameters (``{out}``), shown
+        as ``out=`` by ``str()`` and as the CLI's option by :meth:`for_cli`.
+
+    Examples
+    --------
+    >>> error = SonifyError("the file exists; pass {overwrite}True or choose another {out}")
+    >>> str(error)
+    'the file exists; pass overwrite=True or choose another out='
+    >>> error.for_cli({"overwrite": "--overwrite", "out": "-o/--out"})
+    'the file exists; pass --overwrite or choose another -o/--out'
+    """
+
+    def __init__(self, message: str) -> None:
+        self.template = message
+        super().__init__(_fill(message, {}))
+
+    def for_cli(self, options: dict[str, str]) -> str:
+        """The message with parameters named as the command line's options."""
+        return _fill(self.template, options, cli=True)
+
+
+class SonifyParameterError(SonifyError, ValueError):
+    """An argument that sonify cannot use (checked before anything is created)."""
+
+
+class SonifyIOError(SonifyError, OSError):
+    """A file that cannot be read or written (full disk, no permission, removed folder...)."""
 
 
 class SonifyWarning(UserWarning):
     """Something the user should know about that does not stop the run."""
+
+
+_FIELD = re.compile(r"\{([a-z_]+)\}(True)?")
+
+
+def _fill(template: str, options: dict[str, str], cli: bool = False) -> str:
+    def name_of(found: re.Match) -> str:
+        name, flag = found.group(1), found.group(2) or ""
+        if cli and name in options:
+            return options[name]  # a flag option ("--overwrite") stands for "overwrite=True"
+        return f"{name}={flag}"
+
+    return _FIELD.sub(name_of, template)

@@ -28,6 +28,7 @@ parameters' gradients. By default (``"auto"``) a model with more than
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._errors import SonifyError
+from .record import StepNorms
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +73,9 @@ class Layer:
     name: str
     parameters: tuple[torch.nn.Parameter, ...]
     parameter_names: tuple[str, ...]
+    #: Where each parameter lives: (module, attribute name), to follow a parameter that is replaced
+    #: (``load_state_dict(..., assign=True)``); empty when unknown.
+    sources: tuple[tuple[torch.nn.Module, str], ...] = ()
 
 
 def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: ParamSelector = "all") -> list[Layer]:
@@ -98,6 +103,7 @@ def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: 
             for pname, p in module.named_parameters(recurse=recurse)
             if keep_param(pname.rsplit(".", 1)[-1], p) and id(p) not in taken
         ]
+        owners = {f"{name}.{pname}" if name else pname: (m, pname.rsplit(".", 1)[-1]) for pname, m in _owners(module)}
         if not named or (layers is None and not any(p.requires_grad for _, p in named)):
             continue
         taken.update(id(p) for _, p in named)
@@ -106,6 +112,7 @@ def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: 
                 _unwrapped(name) or type(model).__name__.lower(),
                 tuple(p for _, p in named),
                 tuple(_unwrapped(n) for n, _ in named),
+                tuple(owners[n] for n, _ in named),
             )
         )
     if not result:
@@ -114,6 +121,15 @@ def select_layers(model: torch.nn.Module, layers: LayerSelector = None, params: 
             f"modules with parameters: {_module_names(modules)}"
         )
     return result
+
+
+def _owners(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Each parameter's qualified name (within ``module``) and the module that holds it."""
+    return [
+        (f"{prefix}.{pname}" if prefix else pname, sub)
+        for prefix, sub in module.named_modules()
+        for pname, _ in sub.named_parameters(recurse=False)
+    ]
 
 
 def group_layers(layers: Sequence[Layer], group: GroupSelector = "auto") -> list[Layer]:
@@ -189,10 +205,16 @@ def _merge(layers: Sequence[Layer], key: Callable[[str], str]) -> list[Layer]:
     groups: dict[str, list[Layer]] = {}
     for layer in layers:
         groups.setdefault(key(layer.name), []).append(layer)
-    return [
-        Layer(name, sum((m.parameters for m in members), ()), sum((m.parameter_names for m in members), ()))
-        for name, members in groups.items()
-    ]
+    return [_joined(name, members) for name, members in groups.items()]
+
+
+def _joined(name: str, members: Sequence[Layer]) -> Layer:
+    return Layer(
+        name,
+        sum((m.parameters for m in members), ()),
+        sum((m.parameter_names for m in members), ()),
+        sum((m.sources for m in members), ()),
+    )
 
 
 def _auto_groups(layers: list[Layer]) -> list[Layer]:
@@ -206,14 +228,7 @@ def _auto_groups(layers: list[Layer]) -> list[Layer]:
     # Even the top-level modules are too many (a long Sequential): runs of consecutive layers.
     size = -(-len(layers) // MAX_VOICES)
     runs = [layers[i : i + size] for i in range(0, len(layers), size)]
-    return [
-        Layer(
-            run[0].name if len(run) == 1 else f"{run[0].name}..{run[-1].name}",
-            sum((m.parameters for m in run), ()),
-            sum((m.parameter_names for m in run), ()),
-        )
-        for run in runs
-    ]
+    return [_joined(run[0].name if len(run) == 1 else f"{run[0].name}..{run[-1].name}", run) for run in runs]
 
 
 def _param_filter(params: ParamSelector) -> Callable[[str, torch.nn.Parameter], bool]:
@@ -278,63 +293,128 @@ class GradientCapture:
     the steps whose norms have reached the host (on the CPU at once; on a GPU
     once the copy's event has completed, typically a step later);
     :meth:`drain` waits for all of them.
+
+    **Precision.** Every floating dtype works (float16, bfloat16, float32,
+    float64, and complex parameters, whose norm is that of their real and
+    imaginary parts). The device computes one norm per parameter, in the
+    gradient's own precision (float32 for 16-bit ones); the host combines
+    them into layers in float64, scaled so that nothing overflows there. A
+    parameter norm that overflowed its precision although every element is
+    finite (a float32 gradient with an element near 1e30) is recomputed
+    exactly, scaled, in float64 on the CPU, where the gradient is still at
+    hand. (On a GPU the norms arrive a step later, when the gradient may
+    have changed, so there such a norm stays ``inf``.)
     """
 
     def __init__(self, layers: Sequence[Layer], sharded: bool = False) -> None:
         self.layers = list(layers)
         self.sharded = sharded or any(_is_dtensor(p) for layer in self.layers for p in layer.parameters)
-        # Flat views of the selection, so the per-step loop is one pass over parameters.
-        self._parameters = [p for layer in self.layers for p in layer.parameters]
-        self._owners = tuple(index for index, layer in enumerate(self.layers) for _ in layer.parameters)
-        self._segments: dict[tuple, tuple[torch.Tensor | None, bool]] = {}
+        self._in_flight: deque = deque()
+        self._bind([p for layer in self.layers for p in layer.parameters])
+
+    def _bind(self, parameters: list) -> None:
+        """Flat views of the selection, so the per-step work is one pass over parameters."""
+        import torch
+
+        self._parameters = parameters
+        self._owners = np.fromiter(
+            (index for index, layer in enumerate(self.layers) for _ in layer.parameters), dtype=np.intp
+        )
+        self._trivial = len(self._owners) == len(self.layers)  # one parameter per layer
+        dtypes = [p.dtype for p in parameters]
+        self._complex = [i for i, dtype in enumerate(dtypes) if dtype.is_complex]
+        # 16-bit gradients are accumulated in float32; float32/float64 ones in their own precision.
+        self._half = {i for i, dtype in enumerate(dtypes) if dtype in (torch.float16, torch.bfloat16)}
+        self._wide = any(dtype in (torch.float64, torch.complex128) for dtype in dtypes)
         self._all_present = np.zeros(len(self.layers), dtype=bool)
         self._all_present.flags.writeable = False  # shared by every complete step
-        self._in_flight: deque = deque()
+        self._full_segments = _segment_starts(self._owners)
+
+    def rebind(self) -> bool:
+        """Follow parameters that were replaced in their modules (``load_state_dict(assign=True)``).
+
+        Returns True when any was replaced. Cheap enough to call whenever a gradient is missing.
+        """
+        changed = False
+        rebound = []
+        for layer_index, layer in enumerate(self.layers):
+            if not layer.sources:
+                rebound.extend(layer.parameters)
+                continue
+            current = tuple(getattr(module, name, None) for module, name in layer.sources)
+            if any(new is not old for new, old in zip(current, layer.parameters)) and all(
+                new is not None for new in current
+            ):
+                changed = True
+                layer = self.layers[layer_index] = Layer(layer.name, current, layer.parameter_names, layer.sources)
+            rebound.extend(layer.parameters)
+        if changed:
+            self._bind(rebound)
+        return changed
+
+    @property
+    def parameters(self) -> list:
+        """The parameters whose gradients are read, in layer order."""
+        return list(self._parameters)
 
     def submit(self, step: int) -> None:
         """Start reading the current gradients as the norms of ``step``."""
-        import torch
-
         grads = [p.grad for p in self._parameters]
         if self.sharded:
             self._submit_sharded(step, grads)
             return
         if any(g is None or g.is_sparse for g in grads):
-            grads, owners, missing = self._present(grads)
+            if self.rebind():
+                grads = [p.grad for p in self._parameters]
+            grads, index = self._present(grads)
         else:
-            owners, missing = self._owners, self._all_present
+            index = None
         if not grads:
-            self._in_flight.append((step, np.zeros(len(self.layers), np.float32), missing, None))
+            self._in_flight.append((step, np.zeros(0), np.zeros(0, dtype=np.intp), None, False))
             return
-        device = grads[0].device
-        segment, mixed_devices = self._segment_index(owners, grads)
-        with torch.no_grad():
-            param_norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
-            if mixed_devices:  # a model split across devices
-                param_norms = [n.to(device, non_blocking=True) for n in param_norms]
-            stacked = torch.stack(param_norms)
-            if segment is None:  # exactly one gradient per layer, in order
-                layer_norms = stacked
-            else:
-                squares = torch.zeros(len(self.layers), dtype=torch.float32, device=device)
-                layer_norms = squares.index_add_(0, segment, stacked.square()).sqrt_()
-        self._to_host(step, layer_norms, missing)
+        self._to_host(step, self._parameter_norms(grads, index), index, grads)
 
-    def _to_host(self, step: int, values: torch.Tensor, missing: np.ndarray | None) -> None:
+    def _parameter_norms(self, grads: list, index: np.ndarray | None) -> torch.Tensor:
+        """One norm per gradient, stacked on the first gradient's device: one fused call in the common case."""
+        import torch
+
+        if self._complex:
+            chosen = set(self._complex) if index is None else set(np.flatnonzero(np.isin(index, self._complex)))
+            grads = [torch.view_as_real(g) if i in chosen else g for i, g in enumerate(grads)]
+        with torch.no_grad():
+            if not self._half:
+                norms = torch._foreach_norm(grads, 2)
+            else:
+                positions = range(len(grads)) if index is None else index
+                half = [i for i, position in enumerate(positions) if position in self._half]
+                norms = list(torch._foreach_norm(grads, 2)) if len(half) < len(grads) else [None] * len(grads)
+                for i, norm in zip(half, torch._foreach_norm([grads[i] for i in half], 2, dtype=torch.float32)):
+                    norms[i] = norm
+            device = grads[0].device
+            dtype = torch.float64 if self._wide else torch.float32
+            if self._wide or self._half or any(g.device != device for g in grads):  # mixed dtypes or devices
+                norms = [n.to(device=device, dtype=dtype, non_blocking=True) for n in norms]
+            return torch.stack(norms)
+
+    def _to_host(self, step: int, values: torch.Tensor, index: np.ndarray | None, grads: list | None) -> None:
         """Queue the step's values for the host: at once on the CPU, asynchronously on a GPU.
 
-        ``missing=None`` means the values carry the presence counts after the norms (sharded).
+        ``index`` is the parameter index of each value (None: all parameters);
+        ``grads=None`` means the values are sharded layer norms followed by presence counts.
         """
         import torch
 
         if values.device.type == "cuda":
-            host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             host.copy_(values, non_blocking=True)
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(values.device))
-            self._in_flight.append((step, host, missing, event))
+            self._in_flight.append((step, host, index, event, grads is None))
         else:
-            self._in_flight.append((step, values.detach().cpu().numpy(), missing, None))
+            norms = values.detach().cpu().numpy().astype(np.float64)
+            if grads is not None and not np.isfinite(norms).all():
+                norms = _exact_overflowed(norms, grads)
+            self._in_flight.append((step, norms, index, None, grads is None))
 
     def _submit_sharded(self, step: int, grads: list) -> None:
         import torch
@@ -342,7 +422,7 @@ class GradientCapture:
 
         count = len(self.layers)
         local, owners, weights = [], [], []
-        for grad, owner in zip(grads, self._owners):
+        for grad, owner in zip(grads, self._owners.tolist()):
             if grad is None:
                 continue
             if _is_dtensor(grad):
@@ -353,37 +433,40 @@ class GradientCapture:
                 weights.append(1.0)
             owners.append(owner)
         device = local[0].device if local else _collective_device()
-        packed = torch.zeros(2 * count, dtype=torch.float32, device=device)
+        # float64: squares of float32 norms up to 3e38 still fit, so nothing overflows on the way.
+        packed = torch.zeros(2 * count, dtype=torch.float64, device=device)
         if local:
+            local = [torch.view_as_real(g) if g.is_complex() else g for g in local]
             with torch.no_grad():
-                squares = torch.stack(torch._foreach_norm(local, 2, dtype=torch.float32)).square()
+                norms = torch._foreach_norm(local, 2, dtype=torch.float32) if not self._wide else None
+                if norms is None:
+                    norms = [n.double() for n in torch._foreach_norm(local, 2)]
+                squares = torch.stack([n.to(torch.float64) for n in norms]).square()
                 index = torch.tensor(owners, device=device)
-                squares *= torch.tensor(weights, device=device)
+                squares *= torch.tensor(weights, device=device, dtype=torch.float64)
                 packed[:count].index_add_(0, index, squares)
-                packed[count:].index_add_(0, index, torch.ones(len(owners), device=device))
+                packed[count:].index_add_(0, index, torch.ones(len(owners), device=device, dtype=torch.float64))
         dist.all_reduce(packed)  # the only collective: squared sums and presence counts of every layer
         packed[:count].sqrt_()
-        self._to_host(step, packed, None)
+        self._to_host(step, packed, None, None)
 
-    def _present(self, grads: list) -> tuple[list, tuple, np.ndarray]:
-        """The gradients that exist (sparse ones as their values), their layers, and the missing mask."""
-        present, owners = [], []
-        for grad, owner in zip(grads, self._owners):
+    def _present(self, grads: list) -> tuple[list, np.ndarray]:
+        """The gradients that exist (sparse ones as their values) and their parameter indices."""
+        present, index = [], []
+        for position, grad in enumerate(grads):
             if grad is not None:
                 present.append(grad.coalesce().values() if grad.is_sparse else grad)
-                owners.append(owner)
-        missing = np.ones(len(self.layers), dtype=bool)
-        missing[owners] = False
-        return present, tuple(owners), missing
+                index.append(position)
+        return present, np.array(index, dtype=np.intp)
 
-    def ready(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def ready(self) -> list[StepNorms]:
         """Steps whose norms are on the host, oldest first, without waiting."""
         done = []
         while self._in_flight and (self._in_flight[0][3] is None or self._in_flight[0][3].query()):
             done.append(self._take())
         return done
 
-    def drain(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def drain(self) -> list[StepNorms]:
         """All submitted steps, waiting for the device where needed."""
         done = []
         while self._in_flight:
@@ -393,26 +476,59 @@ class GradientCapture:
             done.append(self._take())
         return done
 
-    def _take(self) -> tuple[int, np.ndarray, np.ndarray]:
-        step, norms, missing, _ = self._in_flight.popleft()
-        norms = norms if isinstance(norms, np.ndarray) else norms.numpy()
-        if missing is None:  # sharded: norms, then how many ranks held a gradient of each layer
-            count = len(self.layers)
-            norms, missing = norms[:count], norms[count:] == 0
-        return step, norms, missing
+    def _take(self) -> StepNorms:
+        step, values, index, _, sharded = self._in_flight.popleft()
+        values = values if isinstance(values, np.ndarray) else values.numpy().astype(np.float64)
+        count = len(self.layers)
+        if sharded:  # layer norms, then how many ranks held a gradient of each layer
+            return StepNorms(step, values[:count], values[count:] == 0)
+        if index is None:
+            if self._trivial:
+                return StepNorms(step, values, self._all_present)
+            owners, starts, missing = self._owners, self._full_segments, self._all_present
+        else:
+            owners = self._owners[index]
+            starts = _segment_starts(owners)
+            missing = np.ones(count, dtype=bool)
+            missing[owners] = False
+        layer_norms = np.zeros(count)
+        layer_norms[owners[starts]] = _combine(values, starts)
+        return StepNorms(step, layer_norms, missing)
 
-    def _segment_index(self, owners: tuple, grads: list) -> tuple[torch.Tensor | None, bool]:
-        """Layer index of each gradient on the first gradient's device (None when
-        trivial), and whether the gradients span several devices. Cached."""
-        device = grads[0].device
-        key = (owners, device)
-        if key not in self._segments:
-            import torch
 
-            trivial = owners == tuple(range(len(self.layers)))
-            mixed = any(g.device != device for g in grads)
-            self._segments[key] = (None if trivial else torch.tensor(owners, device=device), mixed)
-        return self._segments[key]
+def _segment_starts(owners: np.ndarray) -> np.ndarray:
+    """Where each run of equal owners begins (owners are in layer order)."""
+    if len(owners) == 0:
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+
+
+def _combine(norms: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """L2 norm of each segment of per-parameter norms, in float64 without overflow."""
+    if norms.size and np.nanmax(np.where(np.isinf(norms), 0.0, norms), initial=0.0) < 1e150:
+        return np.sqrt(np.add.reduceat(norms * norms, starts))
+    # Huge float64 norms: scale each segment by its largest finite value first.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        finite = np.where(np.isfinite(norms), norms, 0.0)
+        scale = np.maximum.reduceat(finite, starts)
+        scale[scale == 0] = 1.0
+        owner_scale = np.repeat(scale, np.diff(np.append(starts, len(norms))))
+        scaled = norms / owner_scale
+        return scale * np.sqrt(np.add.reduceat(scaled * scaled, starts))
+
+
+def _exact_overflowed(norms: np.ndarray, grads: list) -> np.ndarray:
+    """Recompute, scaled and in float64, the norms that overflowed although their gradient is finite."""
+    import torch
+
+    norms = norms.copy()
+    for position in np.flatnonzero(np.isposinf(norms)):
+        grad = grads[position]
+        values = (torch.view_as_real(grad) if grad.is_complex() else grad).detach().to(torch.float64)
+        largest = float(values.abs().max()) if values.numel() else 0.0
+        if math.isfinite(largest) and largest > 0:
+            norms[position] = largest * float(torch.linalg.vector_norm(values / largest))
+    return norms
 
 
 def _is_dtensor(tensor: object) -> bool:

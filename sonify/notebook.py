@@ -65,5 +65,5 @@ def log_html(log: NormLog) -> str:
     """Summary line and player for a norm log."""
     data, seconds = wav_bytes(log)
     stats = log.stats()
-    alarm = f", NaN/Inf from step {stats.first_nonfinite_step}" if stats.first_nonfinite_step else ""
+    alarm = f", NaN/Inf from step {stats.first_nonfinite_step}" if stats.first_nonfinite_step is not None else ""
     return player_html(data, f"{len(log)} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound")

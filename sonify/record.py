@@ -24,6 +24,7 @@ Both read without sonify::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -32,13 +33,23 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import SonifyError
+from ._errors import SonifyError, SonifyIOError, SonifyParameterError
+from ._files import check_new_file, create_exclusive, os_error_reason
 
-__all__ = ["NormLog", "NormLogWriter", "RunStats", "load_norms", "log_paths"]
+__all__ = [
+    "NormLog",
+    "NormLogWriter",
+    "RunStats",
+    "StepNorms",
+    "as_norm_log",
+    "format_norms",
+    "load_norms",
+    "log_paths",
+]
 
 _LOG_SUFFIX = ".norms.csv"
 _META_SUFFIX = ".norms.json"
@@ -250,12 +261,25 @@ class NormLog:
         return len(self.steps)
 
 
+class StepNorms(NamedTuple):
+    """One optimizer step's gradient norms, as they travel from capture to the sinks."""
+
+    step: int
+    norms: np.ndarray  # float64, one per layer
+    missing: np.ndarray  # bool, True where the layer had no gradient
+
+
 class NormLogWriter:
     """Append rows of norms to a norm log.
 
     Rows are written as whole lines by one ``write`` call per batch on an
     unbuffered file, so the file never ends in half a row, even when the
     process is killed.
+
+    The writer only ever touches files it created: the CSV is created
+    exclusively (an existing file is an error unless ``overwrite``), and the
+    JSON sidecar is replaced only while the file at its path is still the one
+    this writer wrote (a later run that took the name is left alone).
 
     Parameters
     ----------
@@ -264,44 +288,72 @@ class NormLogWriter:
     layer_names : sequence of str
     metadata : dict, optional
         Written to the JSON sidecar at once; :meth:`close` adds a summary.
+    overwrite : bool
+        Replace existing files of that name.
+
+    Raises
+    ------
+    SonifyParameterError
+        When the files exist (and not ``overwrite``).
+    SonifyIOError
+        When they cannot be created or written.
     """
 
-    def __init__(self, path: str | os.PathLike, layer_names: Sequence[str], metadata: dict | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        layer_names: Sequence[str],
+        metadata: dict | None = None,
+        *,
+        overwrite: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.meta_path = log_paths(path)[1]
         self.layer_names = tuple(layer_names)
         self.metadata = {"layers": list(self.layer_names), **(metadata or {})}
         self.rows = 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            raise SonifyError(f"cannot write the norm log {self.path}: {exc.strerror}; choose another --out") from None
+        self._meta_identity: tuple[int, int] | None = None
+        check_new_file(self.meta_path, overwrite=overwrite)
+        self._fd: int | None = create_exclusive(self.path, overwrite=overwrite)
         try:
             self._write(_format_rows([("step", *self.layer_names)]))
             self.write_metadata()
-        except OSError as exc:
+        except OSError:
             self.close()
-            raise SonifyError(
-                f"cannot write the norm log {self.path}: {exc.strerror}; free space or choose another --out"
-            ) from None
+            raise
 
     def append(self, steps: Iterable[int], norms: np.ndarray, missing: np.ndarray) -> None:
         """Append one row per step (``norms`` and ``missing`` shaped (rows, layers))."""
-        # A float32's str() is its shortest round-trip text ("0.10008452", "nan", "inf").
-        cells = np.asarray(norms, dtype=np.float32).astype(str)
-        cells[np.asarray(missing, dtype=bool)] = ""
-        rows = [f"{step},{','.join(row)}\n" for step, row in zip(np.asarray(steps).tolist(), cells.tolist())]
+        rows = [
+            f"{step},{','.join(row)}\n" for step, row in zip(np.asarray(steps).tolist(), format_norms(norms, missing))
+        ]
         if rows:
             self._write("".join(rows))
             self.rows += len(rows)
 
     def write_metadata(self, **extra: Any) -> None:
-        """Rewrite the JSON sidecar atomically with ``extra`` merged in."""
+        """Rewrite the JSON sidecar atomically with ``extra`` merged in.
+
+        Raises
+        ------
+        SonifyIOError
+            When it cannot be written, or when the file at its path is no
+            longer the one this writer created (then nothing is written).
+        """
         self.metadata.update(extra)
-        temporary = self.meta_path.with_name(self.meta_path.name + ".tmp")
-        temporary.write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
-        os.replace(temporary, self.meta_path)
+        if self._meta_identity is not None and _identity(self.meta_path) != self._meta_identity:
+            raise SonifyIOError(f"{self.meta_path} was replaced by another program; sonify leaves it alone")
+        temporary = self.meta_path.with_name(f".{self.meta_path.name}.{os.getpid()}.tmp")
+        try:
+            fd = create_exclusive(temporary, overwrite=True)
+            with os.fdopen(fd, "w") as file:
+                file.write(json.dumps(self.metadata, indent=2, default=str) + "\n")
+            os.replace(temporary, self.meta_path)
+            self._meta_identity = _identity(self.meta_path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise SonifyIOError(f"cannot write {self.meta_path}: {os_error_reason(exc)}") from None
 
     def close(self) -> None:
         """Close the CSV (idempotent)."""
@@ -311,8 +363,41 @@ class NormLogWriter:
 
     def _write(self, text: str) -> None:
         data = text.encode()
-        while data:  # os.write may write less than asked (signals, full disk)
-            data = data[os.write(self._fd, data) :]
+        try:
+            while data:  # os.write may write less than asked (signals, full disk)
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            raise SonifyIOError(f"cannot write the norm log {self.path}: {os_error_reason(exc)}") from None
+
+
+def format_norms(norms: np.ndarray, missing: np.ndarray) -> list[list[str]]:
+    """CSV cells of a block of norms: the shortest text that reads back to the same value.
+
+    A value that is exactly a float32 (what capture computes, normally) is
+    written as the shortest float32 text (``0.10008452``); a larger or more
+    precise float64 keeps all its digits, so a norm never overflows to
+    ``inf`` on its way to disk. Missing values are empty cells.
+
+    Examples
+    --------
+    >>> format_norms(np.array([[0.1, 1e300, np.nan]]), np.array([[False, False, False]]))
+    [['0.1', '1e+300', 'nan']]
+    """
+    values = np.asarray(norms, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        single = values.astype(np.float32)
+    exact = (single.astype(np.float64) == values) | ~np.isfinite(values)
+    cells = np.where(exact, single.astype(str), values.astype(str))
+    cells[np.asarray(missing, dtype=bool)] = ""
+    return cells.tolist()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _format_rows(rows: list[tuple]) -> str:
@@ -362,10 +447,12 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
         return load_tensorboard(path)
     csv_path, meta_path = _resolve_log(Path(path))
     try:
-        text = csv_path.read_text()
+        text = csv_path.read_text(encoding="utf-8-sig")  # a BOM (Excel's UTF-8 CSV) is not part of the header
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not a text file"
         raise SonifyError(f"cannot read norm log {csv_path}: {reason}") from None
+    if "\0" in text:
+        raise SonifyError(f"{csv_path}: the file holds binary data (NUL bytes); it is not a norm log")
     lines = text.splitlines()
     if not lines:
         raise SonifyError(f"{csv_path}: the file is empty; it is not a norm log")
@@ -399,7 +486,12 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
                 f"{csv_path}:{line}: expected {len(header)} fields (step + {len(names)} layers), found {len(record)}"
             )
         try:
-            steps[index] = int(float(record[step_column]))
+            step = float(record[step_column])
+            if not (step == int(step) and 0 <= step < 2**53):
+                raise SonifyError(
+                    f"{csv_path}:{line}: step {record[step_column]!r} is not a whole number from 0 to 2**53"
+                )
+            steps[index] = int(step)
             for column, source in enumerate(layer_columns):
                 cell = record[source]
                 if cell.strip():
@@ -407,13 +499,47 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
                 else:
                     norms[index, column] = math.nan
                     missing[index, column] = True
-        except ValueError:
-            raise SonifyError(f"{csv_path}:{line}: not a number in {record!r}") from None
+        except (ValueError, OverflowError):
+            raise SonifyError(f"{csv_path}:{line}: not a number in {_shorten(record)}") from None
         if index and steps[index] <= steps[index - 1]:
             raise SonifyError(f"{csv_path}:{line}: step {steps[index]} does not follow step {steps[index - 1]}")
     if (norms[~missing] < 0).any():
         raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
     return NormLog(norms, missing, steps, names, _read_metadata(meta_path), csv_path)
+
+
+def as_norm_log(source: Any, *, drop_incomplete: bool = False) -> NormLog:
+    """Any source of norms as a :class:`NormLog`: the one door into rendering and playing.
+
+    Parameters
+    ----------
+    source : NormLog, path or array
+        A ``NormLog``; a path to a norm log (CSV, or the WAV / stem it belongs
+        to), a TensorBoard run folder or event file; or a (steps, layers)
+        array of norms.
+    drop_incomplete : bool
+        For a CSV: ignore a cut-off last line.
+
+    Examples
+    --------
+    >>> as_norm_log([[0.5, 2.0], [1.0, float("nan")]]).norms.shape
+    (2, 2)
+    """
+    if isinstance(source, NormLog):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return load_norms(source, drop_incomplete=drop_incomplete)
+    try:
+        return NormLog.from_array(source)
+    except (TypeError, ValueError):
+        raise SonifyParameterError(
+            f"cannot read norms from a {type(source).__name__}; give a NormLog, a path or a (steps, layers) array"
+        ) from None
+
+
+def _shorten(record: list[str], limit: int = 80) -> str:
+    text = repr(record)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 #: Header names recognised as the step column of a CSV of norms.

@@ -11,6 +11,7 @@ For example, the same run with the reference experiment's linear map::
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -21,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SonifyError
+from ._errors import SonifyError, SonifyParameterError
 from .mapping import PitchMap, get_map
-from .output import AudioFileWriter
-from .record import NormLog, load_norms
+from .output import AudioFileWriter, check_audio_path
+from .record import NormLog, as_norm_log
 from .synthesize import Synthesizer
 
 __all__ = ["RenderResult", "SoundSettings", "render"]
@@ -127,11 +128,23 @@ class RenderResult:
 class _AudioPipeline:
     """Pitch map, synthesizer and file writer for one run's audio."""
 
-    def __init__(self, sound: SoundSettings, n_voices: int, path: str | os.PathLike, pitch_map: PitchMap) -> None:
+    def __init__(
+        self,
+        sound: SoundSettings,
+        n_voices: int,
+        path: str | os.PathLike,
+        pitch_map: PitchMap,
+        *,
+        overwrite: bool = False,
+    ) -> None:
         self.pitch_map = pitch_map
         self.synth = sound.synthesizer(n_voices)
         self.writer = AudioFileWriter(
-            path, sound.sample_rate, channels=self.synth.channels, sample_format=sound.sample_format
+            path,
+            sound.sample_rate,
+            channels=self.synth.channels,
+            sample_format=sound.sample_format,
+            overwrite=overwrite,
         )
 
     def feed(self, norms: np.ndarray, missing: np.ndarray) -> None:
@@ -178,6 +191,7 @@ def render(
     drop_incomplete: bool = False,
     duration: float | None = None,
     combine: str = "mean",
+    overwrite: bool = False,
 ) -> RenderResult:
     """Render recorded gradient norms to an audio file.
 
@@ -200,6 +214,9 @@ def render(
         combined rows are synthesized, so memory does not grow with the run.
     combine : str
         ``"mean"`` or ``"max"`` of each window's norms.
+    overwrite : bool
+        Replace an existing ``out``; otherwise an existing file is an error
+        (raised before anything is read or written).
 
     Returns
     -------
@@ -207,29 +224,30 @@ def render(
 
     Examples
     --------
-    >>> import numpy as np, sonify
-    >>> result = sonify.render(np.array([[0.5, 2.0], [np.nan, 1.0]]), "/tmp/doc.wav")
+    >>> import numpy as np, sonify, tempfile
+    >>> out = tempfile.mkdtemp() + "/doc.wav"
+    >>> result = sonify.render(np.array([[0.5, 2.0], [np.nan, 1.0]]), out)
     >>> result.steps, result.nonfinite_steps
     (2, 1)
     """
     sound = sound or SoundSettings()
-    if isinstance(source, NormLog):
-        log = source
-    elif isinstance(source, (str, os.PathLike)):
-        log = load_norms(source, drop_incomplete=drop_incomplete)
-    else:
-        log = NormLog.from_array(source)
+    check_audio_path(out, overwrite=overwrite)
+    if combine not in ("mean", "max"):
+        raise SonifyParameterError(f"combine={combine!r} is not understood; use 'mean' or 'max'")
+    log = as_norm_log(source, drop_incomplete=drop_incomplete)
     total_steps, nonfinite_steps = len(log), int(log.nonfinite.any(axis=1).sum())
     windows = None
     if duration is not None:
-        if duration <= 0:
-            raise SonifyError(f"duration {duration:g} s is not positive; give the length of audio wanted, e.g. 60")
+        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+            raise SonifyParameterError(
+                f"duration {duration:g} s is not positive; give the length of audio wanted, e.g. 60"
+            )
         windows = max(1, int(duration / sound.synthesizer(len(log.layer_names)).step_duration))
         if windows < len(log):
             log = log.condense(windows, combine)
         else:
             windows = None
-    pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms))
+    pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
     bar = _progress_bar(len(log), "render", enabled=progress)
     try:
         pipeline.feed_blocks(_blocks(log, bar))

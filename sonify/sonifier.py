@@ -12,36 +12,41 @@ seconds), synthesizes their audio and appends it to the WAV. With
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import html
+import math
 import os
 import queue
 import threading
 import time
 import warnings
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import SonifyError, SonifyWarning
+from . import __version__
+from ._errors import SonifyError, SonifyParameterError, SonifyWarning
+from ._files import check_new_file
+from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap
+from .output import check_audio_path
 from .play import LiveReport, _LivePlayer
-from .record import NormLogWriter, RunStats, log_paths
+from .record import NormLogWriter, RunStats, StepNorms, log_paths
 from .render import SoundSettings, _AudioPipeline
 from .stream import DEFAULT_LATENCY
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_OUT_DIR", "Sonifier"]
+__all__ = ["DEFAULT_OUT_DIR", "Sonifier", "unique_out"]
 
 #: Where files go when no path is given.
 DEFAULT_OUT_DIR = Path("audio_out")
-
-_CLOSE = object()
 
 
 class Sonifier:
@@ -107,10 +112,10 @@ class Sonifier:
 
     Examples
     --------
-    >>> import torch, sonify
+    >>> import torch, sonify, tempfile
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    >>> with sonify.Sonifier(model, opt, out="/tmp/doc-run.wav") as son:
+    >>> with sonify.Sonifier(model, opt, out=tempfile.mkdtemp() + "/run.wav") as son:
     ...     for _ in range(3):
     ...         opt.zero_grad()
     ...         model(torch.randn(16, 4)).square().mean().backward()
@@ -139,34 +144,43 @@ class Sonifier:
         latency: float = DEFAULT_LATENCY,
         metadata: dict[str, Any] | None = None,
         flush_interval: float = 0.5,
+        overwrite: bool = False,
     ) -> None:
         import torch
 
-        from . import __version__
-
+        # -- validate everything first: nothing is created for a bad argument --
+        if not isinstance(model, torch.nn.Module):
+            raise SonifyParameterError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        target = unwrap_optimizer(optimizer) if optimizer is not None else None
+        if scaler is not None and target is None:
+            raise SonifyParameterError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
+        if pace and not live:
+            raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
+        for name, value in (("flush_interval", flush_interval), ("latency", latency)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise SonifyParameterError(f"{name}={value!r} is invalid; give a positive number of seconds")
         self.layers = group_layers(select_layers(model, layers, params), group)
-        self.rank = _rank()
-        if self.rank != 0:  # only rank 0 writes and plays
-            live, pace, audio, log = False, False, False, False
         self.layer_names = [layer.name for layer in self.layers]
         self.sound = sound or SoundSettings()
         if mapping is not None:
             self.sound = SoundSettings(**{**self.sound.__dict__, "mapping": mapping})
-        self.audio_path = Path(out) if out is not None else _default_out()
-        self.log_path, self.meta_path = log_paths(self.audio_path)
+        self.sound.synthesizer(len(self.layers))  # checks the timing and amplitude
         pitch_map = self.sound.pitch_map()
-        if pace and not live:
-            raise SonifyError("pace=True makes training wait for live sound; it needs live=True")
-        # Open the sound card first: if it fails, no files are left behind.
-        self._live = (
-            _LivePlayer(self.sound, len(self.layers), pitch_map, device=device, pace=pace, latency=latency)
-            if live
-            else None
-        )
-        self._pace = pace
-        self._live_step = 0  # last step handed to the live player
-        self.live_report: LiveReport | None = None
-        self._live_failure_reported = False
+        self.rank = _rank()
+        if self.rank != 0:  # only rank 0 writes and plays
+            live, pace, audio, log = False, False, False, False
+        if out is None:
+            self.audio_path = unique_out(DEFAULT_OUT_DIR / f"sonify-{_dt.datetime.now():%Y%m%d-%H%M%S}.wav")
+        else:
+            self.audio_path = Path(out)
+            if not audio or not log:  # only the suffix; existing files are checked below for what is written
+                check_audio_path(self.audio_path, overwrite=True)
+        self.log_path, self.meta_path = log_paths(self.audio_path)
+        if audio:
+            check_audio_path(self.audio_path, overwrite=overwrite)
+        if log:
+            check_new_file(self.log_path, overwrite=overwrite)
+            check_new_file(self.meta_path, overwrite=overwrite)
         run_metadata = {
             "created": _dt.datetime.now().isoformat(timespec="seconds"),
             "sonify": __version__,
@@ -179,159 +193,146 @@ class Sonifier:
             "live": live,
             **(metadata or {}),
         }
-        try:
-            self._writer = NormLogWriter(self.log_path, self.layer_names, run_metadata) if log else None
-            self._audio = _AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map) if audio else None
-        except BaseException:
-            if self._live is not None:
-                self._live.close(drain=False)
-            raise
+        self._model = model
+        self._optimizer = target
+        self._pace = pace
+        self._live_step = 0  # last step handed to the live player
+        self.live_report: LiveReport | None = None
         self.stats = RunStats(self.layer_names)
-        self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model))
-        # Other ranks only take part in the collective of sharded capture.
-        self._capturing = self.rank == 0 or self._capture.sharded
         self._steps = 0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._failure: BaseException | None = None
-        self._failure_reported = False
-        self._flush_interval = flush_interval
-        self._hook = optimizer.register_step_pre_hook(self._on_optimizer_step) if optimizer is not None else None
-        self._scaler, self._scaler_step = None, None
-        if scaler is not None:
-            if optimizer is None:
-                raise SonifyError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
-            self._watch_skipped_steps(scaler)
         self._closed = False
-        self._thread = threading.Thread(target=self._record_loop, name="sonify-recorder", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
+        self._reported: set[str] = set()
+        self._misuse_reported = False
+        self._groups_seen = len(target.param_groups) if target is not None else 0
+
+        # -- then acquire, under one ExitStack: a failure part-way releases what was taken --
+        with contextlib.ExitStack() as stack:
+            # The sound card first: if it fails, no files are left behind.
+            self._live = (
+                _LivePlayer(self.sound, len(self.layers), pitch_map, device=device, pace=pace, latency=latency)
+                if live
+                else None
+            )
+            if self._live is not None:
+                stack.callback(self._live.close, drain=False)
+            self._writer = (
+                NormLogWriter(self.log_path, self.layer_names, run_metadata, overwrite=overwrite) if log else None
+            )
+            if self._writer is not None:
+                stack.callback(_discard, self._writer.close, self.log_path, self.meta_path)
+            self._audio = (
+                _AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map, overwrite=overwrite)
+                if audio
+                else None
+            )
+            if self._audio is not None:
+                stack.callback(_discard, self._audio.close, self.audio_path)
+            self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model))
+            # Other ranks only take part in the collective of sharded capture.
+            self._capturing = self.rank == 0 or self._capture.sharded
+            self._recorder = _Recorder(self.stats, self._writer, self._audio, flush_interval)
+            stack.callback(self._recorder.close)
+            self._hook = OptimizerHook(target, self._record) if target is not None else None
+            if self._hook is not None:
+                stack.callback(self._hook.remove)
+            self._scaler_watch = ScalerWatch(scaler, target, lambda: self._steps, self._record) if scaler else None
+            if self._scaler_watch is not None:
+                stack.callback(self._scaler_watch.remove)
+            # A parameter replaced by load_state_dict(..., assign=True) is followed at once.
+            self._load_hook = model.register_load_state_dict_post_hook(lambda *_: self._capture.rebind())
+            stack.callback(self._load_hook.remove)
+            atexit.register(self.close)
+            stack.pop_all()
 
     # -- training thread -------------------------------------------------
     def step(self) -> None:
-        """Record the current gradients as one step (for loops without an optimizer)."""
-        if self._hook is not None:
-            raise SonifyError(
-                "this Sonifier records at every optimizer.step() already; call son.step() only "
-                "when no optimizer was given"
-            )
-        self._record()
+        """Record the current gradients as one step (for loops without an optimizer).
 
-    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        Never raises: misuse (a Sonifier that records at ``optimizer.step()``
+        already, or one that is closed) gives one warning and records nothing.
+        """
+        if self._hook is not None or self._closed:
+            if not self._misuse_reported:
+                self._misuse_reported = True
+                why = (
+                    "this Sonifier is closed; create a new one to record more steps"
+                    if self._closed
+                    else "this Sonifier records at every optimizer.step() already; call son.step() only when no "
+                    "optimizer was given"
+                )
+                warnings.warn(f"son.step() ignored: {why}", SonifyWarning, stacklevel=2)
+            return
         self._record()
 
     def _record(self) -> None:
+        """One step: launch the norm computation, hand finished steps on. Never raises into training."""
         if self._closed:
-            raise SonifyError("this Sonifier is closed; create a new one to record more steps")
-        if self._failure is not None:
-            self._report_failure()
             return
         self._steps += 1
         if not self._capturing:
             return
-        self._capture.submit(self._steps)
-        ready = self._capture.ready()
-        for item in ready:
-            self._queue.put(item)
-        if self._live is not None:
-            self._to_live(ready)
+        try:
+            self._capture.submit(self._steps)
+            ready = self._capture.ready()
+            for item in ready:
+                self._recorder.put(item)
+            if self._live is not None:
+                self._to_live(ready)
+            if self._recorder.news:
+                self._report_news()
+            if self._optimizer is not None and len(self._optimizer.param_groups) != self._groups_seen:
+                self._check_new_parameters()
+        except Exception as exc:  # a bug or an odd model must not stop training: stop capturing instead
+            self._capturing = False
+            self._recorder.fail("capture", f"reading the gradients failed at step {self._steps} ({_describe(exc)})")
+            self._report_news()
 
-    def _to_live(self, items: list) -> None:
+    def _to_live(self, items: list[StepNorms]) -> None:
         self._push_live(items)
         if self._live.failure is not None:
             self._report_live_failure()
         elif self._pace:
             self._live.wait_for_pace(self._steps - self._live_step)
 
-    def _push_live(self, items: list) -> None:
+    def _push_live(self, items: list[StepNorms]) -> None:
         now = time.perf_counter()
         for item in items:
             self._live.push(*item, now)
         if items:
-            self._live_step = items[-1][0]
+            self._live_step = items[-1].step
 
-    def _watch_skipped_steps(self, scaler: Any) -> None:
-        """Record the steps that ``scaler.step`` skips (it then never calls ``optimizer.step()``)."""
-        original = scaler.step
-
-        def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-            before = self._steps
-            result = original(optimizer, *args, **kwargs)
-            if self._steps == before and not self._closed:
-                self._record()  # the gradients were unscaled by scaler.step and hold the inf/NaN
-            return result
-
-        scaler.step = step
-        self._scaler, self._scaler_step = scaler, original
+    def _check_new_parameters(self) -> None:
+        """Say once if ``optimizer.add_param_group`` brought parameters that no layer records."""
+        groups = self._optimizer.param_groups
+        tracked = {id(p) for p in self._capture.parameters}
+        names = {id(p): name for name, p in self._model.named_parameters()}
+        new = [p for group in groups[self._groups_seen :] for p in group["params"] if id(p) not in tracked]
+        self._groups_seen = len(groups)
+        if new and "new parameters" not in self._reported:
+            self._reported.add("new parameters")
+            shown = ", ".join(names.get(id(p), "(not in the model)") for p in new[:5])
+            warnings.warn(
+                f"optimizer.add_param_group added {len(new)} parameters that sonify does not record ({shown}"
+                f"{', ...' if len(new) > 5 else ''}): the layers were chosen when the Sonifier was created; "
+                "create it after the model is complete to hear them",
+                SonifyWarning,
+                stacklevel=4,
+            )
 
     @property
     def steps(self) -> int:
         """Optimizer steps recorded so far."""
         return self._steps
 
-    # -- recorder thread -------------------------------------------------
-    def _record_loop(self) -> None:
-        pending: list = []
-        deadline = time.monotonic() + self._flush_interval
-        closing = False
-        while not closing:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                if item is _CLOSE:
-                    closing = True
-                else:
-                    pending.append(item)
-                    if time.monotonic() < deadline:
-                        continue
-            except queue.Empty:
-                pass
-            if pending and self._failure is None:
-                try:
-                    self._write(pending)
-                except BaseException as exc:  # disk full, file removed...: keep training going
-                    self._failure = exc
-            pending = []
-            deadline = time.monotonic() + self._flush_interval
-
-    def _write(self, items: list) -> None:
-        steps = np.fromiter((item[0] for item in items), dtype=np.int64, count=len(items))
-        norms = np.stack([item[1] for item in items]).astype(np.float64)
-        missing = np.stack([item[2] for item in items])
-        first_bad = self.stats.first_nonfinite_step
-        new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
-        self.stats.update(steps, norms, missing)
-        if self._writer is not None:
-            self._writer.append(steps, norms, missing)
-        if self._audio is not None:
-            self._audio.feed(norms, missing)
-        if first_bad is None and self.stats.first_nonfinite_step is not None:
-            warnings.warn(
-                f"step {self.stats.first_nonfinite_step}: gradient norm of "
-                f"{', '.join(self.stats.first_nonfinite_layers)} is NaN/Inf; the alarm sounds at each such step "
-                "and the summary counts them",
-                SonifyWarning,
-                stacklevel=1,
-            )
-        for name in (n for n, new in zip(self.layer_names, new_missing) if new):
-            warnings.warn(
-                f"layer {name!r} has no gradient (frozen or unused); it is logged as an empty cell and "
-                "sounds as a rest; select other layers to silence this warning",
-                SonifyWarning,
-                stacklevel=1,
-            )
-
-    def _report_failure(self) -> None:
-        if not self._failure_reported:
-            self._failure_reported = True
-            warnings.warn(
-                f"recording stopped after step {self.stats.last_step or 0}: {self._failure}; "
-                "training continues without sonify",
-                SonifyWarning,
-                stacklevel=3,
-            )
+    # -- reporting ---------------------------------------------------------
+    def _report_news(self) -> None:
+        """Give the recorder's news (first NaN, missing layers, failures) as warnings, in the training thread."""
+        for message in self._recorder.take_news():
+            warnings.warn(message, SonifyWarning, stacklevel=4)
 
     def _report_live_failure(self) -> None:
-        if not self._live_failure_reported:
-            self._live_failure_reported = True
+        if "live" not in self._reported:
+            self._reported.add("live")
             saved = "the WAV and norm log are still written" if self.files else "nothing is saved (no files asked for)"
             warnings.warn(
                 f"live audio stopped at step {self._steps}: {self._live.failure}; training continues and {saved}",
@@ -343,7 +344,10 @@ class Sonifier:
     def close(self, *, drain: bool = True) -> RunStats:
         """Detach from the optimizer, write everything out and close the files.
 
-        Safe to call more than once. Returns the run's :class:`~sonify.record.RunStats`.
+        Safe to call more than once, and never raises: a part that cannot be
+        finished (a full disk, a removed folder) gives one warning, and the
+        summary (``stats``, and the JSON sidecar where it can be written)
+        says what was lost. Returns the run's :class:`~sonify.record.RunStats`.
 
         Parameters
         ----------
@@ -354,40 +358,54 @@ class Sonifier:
         if self._closed:
             return self.stats
         self._closed = True
-        atexit.unregister(self.close)
-        if self._hook is not None:
-            self._hook.remove()
-        if self._scaler is not None:
-            del self._scaler.step  # the class's own method shows through again
-        remaining = self._capture.drain()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.close)
+        for part in (self._hook, self._scaler_watch, self._load_hook):
+            if part is not None:
+                self._guarded("hooks", part.remove)
+        remaining = self._guarded("capture", self._capture.drain) or []
         for item in remaining:
-            self._queue.put(item)
-        self._queue.put(_CLOSE)
+            self._recorder.put(item)
         if self._live is not None:
-            self._push_live(remaining)
-            self.live_report = self._live.close(drain=drain)
-            if self.live_report.failure is not None:
+            self._guarded("live sound", self._push_live, remaining)
+            self.live_report = self._guarded("live sound", self._live.close, drain=drain)
+            if self.live_report is not None and self.live_report.failure is not None:
                 self._report_live_failure()
-        self._thread.join()
-        if self._audio is not None:
-            self._audio.close()
-        if self._failure is not None:
-            self._report_failure()
+        self._recorder.close()
+        if self._audio is not None and "audio" not in self._recorder.failures:
+            self._guarded("audio", self._audio.close)
         if self._writer is not None:
             self._writer.close()
-            self._writer.write_metadata(summary=self._summary(), closed=True)
+            if "norm log" not in self._recorder.failures:
+                self._guarded("norm log", self._writer.write_metadata, summary=self._summary(), closed=True)
+        self._report_news()
         return self.stats
+
+    def _guarded(self, part: str, action: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return action(*args, **kwargs)
+        except Exception as exc:
+            self._recorder.fail(part, _describe(exc))
+            return None
 
     def _summary(self) -> dict[str, Any]:
         summary = self.stats.as_dict()
         if self.live_report is not None:
             summary["live"] = asdict(self.live_report)
+        if self._recorder.failures:
+            summary["lost"] = dict(self._recorder.failures)
         return summary
 
+    @property
+    def failures(self) -> dict[str, str]:
+        """What stopped early, by part (``"audio"``, ``"norm log"``, ``"capture"``, ...), and why."""
+        return dict(self._recorder.failures)
+
     def update_metadata(self, **values: Any) -> None:
-        """Add entries to the run's JSON sidecar (for example the final loss)."""
-        if self._writer is not None:
-            self._writer.write_metadata(**values)
+        """Add entries to the run's JSON sidecar (for example the final loss). Never raises."""
+        if self._writer is not None and "norm log" not in self._recorder.failures:
+            self._guarded("norm log", self._writer.write_metadata, **values)
+            self._report_news()
 
     @property
     def files(self) -> list[Path]:
@@ -434,5 +452,159 @@ def _is_fsdp1(model: torch.nn.Module) -> bool:
     return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
 
 
-def _default_out() -> Path:
-    return DEFAULT_OUT_DIR / f"sonify-{_dt.datetime.now():%Y%m%d-%H%M%S}.wav"
+def unique_out(path: str | os.PathLike) -> Path:
+    """``path``, or ``path`` with ``-2``, ``-3``... added, so that no file of another run is touched.
+
+    Checks the audio file and its norm log (CSV and JSON) together.
+
+    Examples
+    --------
+    >>> unique_out("/nonexistent-folder/run.wav").name
+    'run.wav'
+    """
+    path = Path(path)
+    candidate, number = path, 1
+    while any(p.exists() for p in (candidate, *log_paths(candidate))):
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
+
+
+def _discard(close: Any, *paths: Path) -> None:
+    """Undo a creation that a later failure made useless: close, then remove the (nearly empty) files."""
+    with contextlib.suppress(Exception):
+        close()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an internal failure: the message, or its type when it has none."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SonifyError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Recorder:
+    """The background thread: each step's norms into the run totals, the norm log and the audio file.
+
+    It wakes at most once per ``flush_interval`` while training runs (the
+    training thread only appends to a queue), writes everything that arrived,
+    and makes it readable (the log is written in whole lines, the WAV header
+    is updated). A sink that fails (a full disk, a removed folder) stops
+    alone, and the failure waits in :attr:`news` for the training thread to
+    report it; the other sink goes on.
+    """
+
+    _CLOSE = object()
+
+    def __init__(
+        self,
+        stats: RunStats,
+        writer: NormLogWriter | None,
+        audio: _AudioPipeline | None,
+        flush_interval: float,
+    ) -> None:
+        self.stats = stats
+        self.failures: dict[str, str] = {}
+        self._sinks: dict[str, Any] = {"norm log": writer, "audio": audio}
+        self._paths = {
+            "norm log": writer.path if writer is not None else None,
+            "audio": audio.writer.path if audio is not None else None,
+        }
+        self._news: deque[str] = deque()
+        self._interval = flush_interval
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sonify-recorder", daemon=True)
+        self._thread.start()
+
+    @property
+    def news(self) -> bool:
+        """Whether there is something to report."""
+        return bool(self._news)
+
+    def take_news(self) -> list[str]:
+        news = []
+        while self._news:
+            news.append(self._news.popleft())
+        return news
+
+    def put(self, item: StepNorms) -> None:
+        self._queue.put(item)
+
+    def fail(self, part: str, reason: str) -> None:
+        """Stop ``part`` and queue one warning about it (only the first failure of a part counts)."""
+        if part in self.failures:
+            return
+        self.failures[part] = reason
+        self._sinks[part] = None
+        path = self._paths.get(part)
+        where = f" ({path})" if path is not None else ""
+        kept = [name for name, sink in self._sinks.items() if sink is not None]
+        rest = f"; the {' and '.join(kept)} go on" if kept else ""
+        last = self.stats.last_step or 0
+        self._news.append(
+            f"sonify stopped its {part}{where} after step {last}: {reason}; training continues{rest}, "
+            "and what was written stays readable"
+        )
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread (idempotent)."""
+        if not self._closing.is_set():
+            self._closing.set()
+            self._queue.put(self._CLOSE)
+        self._thread.join()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()  # idle until a step arrives: no polling
+            if first is not self._CLOSE:
+                # Let steps gather for one interval: one wake-up per interval, not per step.
+                self._closing.wait(self._interval)
+            items = [first]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            closing = any(item is self._CLOSE for item in items)
+            rows = [item for item in items if item is not self._CLOSE]
+            if rows:
+                self._write(rows)
+
+    def _write(self, items: list[StepNorms]) -> None:
+        steps = np.fromiter((item.step for item in items), dtype=np.int64, count=len(items))
+        norms = np.stack([item.norms for item in items]).astype(np.float64)
+        missing = np.stack([item.missing for item in items])
+        first_bad = self.stats.first_nonfinite_step
+        new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
+        self.stats.update(steps, norms, missing)
+        for part, write in (("norm log", self._write_log), ("audio", self._write_audio)):
+            if self._sinks[part] is not None:
+                try:
+                    write(steps, norms, missing)
+                except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
+                    self.fail(part, _describe(exc))
+        if first_bad is None and self.stats.first_nonfinite_step is not None:
+            self._news.append(
+                f"step {self.stats.first_nonfinite_step}: gradient norm of "
+                f"{', '.join(self.stats.first_nonfinite_layers)} is NaN/Inf; the alarm sounds at each such step "
+                "and the summary counts them"
+            )
+        for name in (n for n, new in zip(self.stats.layer_names, new_missing) if new):
+            self._news.append(
+                f"layer {name!r} has no gradient (frozen or unused); it is logged as an empty cell and "
+                "sounds as a rest; select other layers to silence this warning"
+            )
+
+    def _write_log(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray) -> None:
+        self._sinks["norm log"].append(steps, norms, missing)
+
+    def _write_audio(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray) -> None:
+        audio = self._sinks["audio"]
+        audio.feed(norms, missing)
+        audio.writer.flush()  # the WAV header follows the log: readable after kill -9

@@ -319,7 +319,7 @@ class LiveStream:
 
         Returns False if the stream failed or ``timeout`` passed first.
         """
-        pad = np.zeros(round(END_PADDING * self.sample_rate), np.float32)
+        pad = np.zeros((round(END_PADDING * self.sample_rate), self.channels), np.float32)
         deadline = None if timeout is None else time.monotonic() + timeout
         written = self.write(pad, block=False)
         while self.backlog or written < len(pad):

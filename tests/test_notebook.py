@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+import time
 
 import numpy as np
 import soundfile
@@ -43,7 +44,7 @@ def test_a_running_sonifier_shows_the_steps_so_far(tmp_path):
             optimizer.zero_grad()
             model(torch.randn(4, 3)).sum().backward()
             optimizer.step()
-        son._thread.join(0.3)  # let the recorder flush
+        time.sleep(0.3)  # let the recorder flush
         html = son._repr_html_()
     assert "&lt;Sonifier recording" in html and "5 steps x 2 layers" in html
     audio, _ = embedded_wav(html)

@@ -41,7 +41,7 @@ def test_bad_paths(tmp_path):
     with pytest.raises(SonifyError, match=r"\.wav or \.flac"):
         AudioFileWriter(tmp_path / "x.mp3", 44100)
     (tmp_path / "file").write_text("")
-    with pytest.raises(SonifyError, match="cannot write audio"):
+    with pytest.raises(SonifyError, match="is a file, not a folder"):
         AudioFileWriter(tmp_path / "file" / "x.wav", 44100)
     with pytest.raises(SonifyError, match="sample format"):
         AudioFileWriter(tmp_path / "x.wav", 44100, sample_format="mp3")

@@ -1,0 +1,178 @@
+"""Attaching to a training loop: optimizer step hooks, closures, wrapped optimizers, AMP scalers.
+
+Everything here is undone by the ``remove()`` of what it returns, and never
+touches the user's objects beyond what it undoes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ._errors import SonifyParameterError
+
+__all__ = ["OptimizerHook", "ScalerWatch", "unwrap_optimizer"]
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer that really steps, inside wrappers such as Accelerate's or Lightning's.
+
+    ``AcceleratedOptimizer`` (Hugging Face Accelerate), ``LightningOptimizer``
+    and any wrapper that keeps the real optimizer in ``.optimizer`` or
+    ``._optimizer`` are looked through, so that hooks go where the step
+    happens (and an Accelerate step skipped by gradient accumulation is not
+    recorded).
+
+    Raises
+    ------
+    SonifyParameterError
+        When no torch optimizer is found.
+    """
+    import torch
+
+    seen = set()
+    current = optimizer
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "optimizer", None)
+        if inner is None or inner is current:
+            inner = getattr(current, "_optimizer", None)
+        if isinstance(inner, torch.optim.Optimizer) or (inner is not None and hasattr(inner, "param_groups")):
+            current = inner
+            continue
+        break
+    if not isinstance(current, torch.optim.Optimizer) or not hasattr(current, "_optimizer_step_pre_hooks"):
+        raise SonifyParameterError(
+            f"optimizer={type(optimizer).__name__} is not a torch.optim.Optimizer (nor a wrapper of one in "
+            "'.optimizer'); pass the torch optimizer, or leave it out and call son.step() after each backward pass"
+        )
+    return current
+
+
+class OptimizerHook:
+    """Call ``record()`` once per ``optimizer.step()``, with the gradients the step uses.
+
+    A plain step is recorded just before it runs. A step given a closure
+    (LBFGS and other closure optimizers, where the gradients exist only once
+    the closure has run inside the step) is recorded right after the first
+    call of the closure; if the optimizer never calls it, after the step.
+    """
+
+    def __init__(self, optimizer: Any, record: Callable[[], None]) -> None:
+        self.optimizer = optimizer
+        self._record = record
+        self._waiting = False  # a closure step that has not been recorded yet
+        self._handles = [
+            optimizer.register_step_pre_hook(self._before),
+            optimizer.register_step_post_hook(self._after),
+        ]
+
+    def _before(self, optimizer: Any, args: tuple, kwargs: dict) -> tuple | None:
+        closure = kwargs.get("closure", args[0] if args else None)
+        if not callable(closure):
+            self._record()
+            return None
+        self._waiting = True
+
+        def recording_closure(*closure_args: Any, **closure_kwargs: Any) -> Any:
+            result = closure(*closure_args, **closure_kwargs)
+            if self._waiting:
+                self._waiting = False
+                self._record()
+            return result
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": recording_closure}
+        return (recording_closure, *args[1:]), kwargs
+
+    def _after(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._record()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class ScalerWatch:
+    """Record the steps an AMP ``GradScaler`` skips for one optimizer.
+
+    ``scaler.step(optimizer)`` does not call ``optimizer.step()`` when the
+    gradients hold inf/NaN, so the optimizer hook never sees that step. One
+    wrapper is installed per scaler, shared by every watch on it (one scaler
+    for several optimizers is PyTorch's documented pattern), and a watch only
+    reacts to its own optimizer. The scaler's own ``step`` is restored when
+    the last watch is removed.
+
+    Parameters
+    ----------
+    scaler : torch.amp.GradScaler
+    optimizer : torch.optim.Optimizer
+        The (unwrapped) optimizer whose skipped steps to record.
+    steps : callable
+        Returns how many steps have been recorded so far.
+    record : callable
+        Records the current (unscaled, non-finite) gradients as a step.
+    """
+
+    def __init__(self, scaler: Any, optimizer: Any, steps: Callable[[], int], record: Callable[[], None]) -> None:
+        if not callable(getattr(scaler, "step", None)):
+            raise SonifyParameterError(
+                f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
+            )
+        self.optimizer, self.steps, self.record = optimizer, steps, record
+        self._wrapper = _ScalerWrapper.attach(scaler)
+        self._wrapper.watches.append(self)
+
+    def remove(self) -> None:
+        if self in self._wrapper.watches:
+            self._wrapper.watches.remove(self)
+            if not self._wrapper.watches:
+                self._wrapper.detach()
+
+
+class _ScalerWrapper:
+    """The one wrapper around a scaler's ``step``."""
+
+    _by_scaler: ClassVar[dict[int, _ScalerWrapper]] = {}
+
+    @classmethod
+    def attach(cls, scaler: Any) -> _ScalerWrapper:
+        wrapper = cls._by_scaler.get(id(scaler))
+        if wrapper is None or wrapper.scaler is not scaler:
+            wrapper = cls._by_scaler[id(scaler)] = cls(scaler)
+        return wrapper
+
+    def __init__(self, scaler: Any) -> None:
+        self.scaler = scaler
+        self.watches: list[ScalerWatch] = []
+        self._own_attribute = "step" in vars(scaler)  # someone else's wrapper, to put back as it was
+        self._previous = scaler.step
+        scaler.step = self._step
+
+    def _step(self, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+        target = unwrap_or_self(optimizer)
+        mine = [(watch, watch.steps()) for watch in self.watches if watch.optimizer is target]
+        result = self._previous(optimizer, *args, **kwargs)
+        for watch, before in mine:
+            if watch.steps() == before:  # the optimizer did not step: skipped for inf/NaN gradients
+                watch.record()
+        return result
+
+    def detach(self) -> None:
+        self._by_scaler.pop(id(self.scaler), None)
+        if vars(self.scaler).get("step") != self._step:
+            return  # wrapped again by someone else after us: leave theirs (ours now passes through)
+        if self._own_attribute:
+            self.scaler.step = self._previous
+        else:
+            del self.scaler.step  # the class's own method shows through again
+
+
+def unwrap_or_self(optimizer: Any) -> Any:
+    try:
+        return unwrap_optimizer(optimizer)
+    except SonifyParameterError:
+        return optimizer
