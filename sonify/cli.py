@@ -6,8 +6,10 @@ warnings as ``sonify: warning: ...``; no tracebacks for bad input.
 
 from __future__ import annotations
 
+import math
+import re
 import signal
-import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +21,100 @@ from . import __version__
 from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
-from .output import SAMPLE_FORMATS
+from .output import SAMPLE_FORMATS, check_audio_path
 from .record import RunStats, load_norms, log_paths
 from .render import SoundSettings, render
 from .stream import DEFAULT_LATENCY
 from .synthesize import MODES
+
+
+class _Finite(click.FloatRange):
+    """A finite number within a range: NaN and infinity are refused at the boundary."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx) if not isinstance(value, float) or math.isfinite(value) else value
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; give a number such as {self._example()}", param, ctx)
+        return number
+
+    def _example(self) -> str:
+        return f"{self.min:g}" if self.min is not None else "1"
+
+
+class _NormRange(click.ParamType):
+    """``LOW:HIGH`` (two positive finite norms, LOW < HIGH) or ``auto``."""
+
+    name = "LOW:HIGH|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or value == "auto" or isinstance(value, tuple):
+            return value
+        try:
+            low, high = (float(part) for part in str(value).split(":"))
+        except ValueError:
+            self.fail(f"{value!r} is not understood; give LOW:HIGH (e.g. 1e-3:10) or auto", param, ctx)
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+            self.fail(f"{value!r}: give two finite norms with 0 < LOW < HIGH (e.g. 1e-3:10)", param, ctx)
+        return low, high
+
+
+class _Duration(click.ParamType):
+    """Seconds from ``90``, ``60s``, ``2m``, ``1.5h`` or ``1m30s``."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, float):
+            return value
+        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(value))
+        if not str(value).strip() or parts is None or not any(parts.groups()):
+            self.fail(f"{value!r} is not understood; give e.g. 60s, 2m, 1m30s or a number of seconds", param, ctx)
+        hours, minutes, seconds = (float(x) if x else 0.0 for x in parts.groups())
+        total = 3600 * hours + 60 * minutes + seconds
+        if not (math.isfinite(total) and total > 0):
+            self.fail(f"{value!r} is not a positive length of time; give e.g. 60s", param, ctx)
+        return total
+
+
+class _TorchDevice(click.ParamType):
+    """``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...: a device that can hold the model's tensors."""
+
+    name = "DEVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value == "auto":
+            return value  # resolved when training starts (importing torch only then)
+        import torch
+
+        try:
+            device = torch.device(value)
+        except (RuntimeError, TypeError, ValueError):
+            self.fail(f"{value!r} is not a torch device; use auto, cpu, cuda or cuda:N", param, ctx)
+        if device.type in ("meta", "lazy"):
+            self.fail(f"{value!r} holds no data, so nothing can be trained there; use auto, cpu or cuda", param, ctx)
+        try:
+            torch.empty(1, device=device).add_(1).cpu()
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.fail(f"{value!r} is not usable here ({reason}); use auto or cpu", param, ctx)
+        return str(device)
+
+
+#: Python parameter names in library messages, as this command line's options.
+_CLI_NAMES = {
+    "out": "-o/--out",
+    "overwrite": "--overwrite",
+    "drop_incomplete": "--drop-incomplete",
+    "device": "--device",
+    "torch_device": "--torch-device",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "seed": "--seed",
+    "steps": "--steps",
+}
 
 
 def _sound_options(command: Callable) -> Callable:
@@ -39,29 +130,29 @@ def _sound_options(command: Callable) -> Callable:
         ),
         click.option(
             "--norm-range",
-            metavar="LOW:HIGH|auto",
+            type=_NormRange(),
             default=None,
             help="Norms at the bottom and top of the log map's range [default: 1e-4:1e4]; auto fits the run.",
         ),
         click.option("--scale", type=click.Choice(list(SCALES)), default=None, help="Snap pitches to a musical scale."),
         click.option(
-            "--tone-ms", type=click.FloatRange(min=1.0), default=10.0, show_default=True, help="Length of each tone."
+            "--tone-ms", type=_Finite(min=1.0, max=10000.0), default=10.0, show_default=True, help="Length of each tone."
         ),
         click.option(
             "--gap-ms",
-            type=click.FloatRange(min=0.0),
+            type=_Finite(min=0.0, max=60000.0),
             default=None,
             help="Silence after each step [default: two tones].",
         ),
         click.option(
             "--amplitude",
-            type=click.FloatRange(0.0, 0.5, min_open=True),
+            type=_Finite(0.0, 0.5, min_open=True),
             default=0.1,
             show_default=True,
             help="Peak amplitude of a tone.",
         ),
         click.option(
-            "--sample-rate", type=click.IntRange(min=8000), default=44100, show_default=True, help="Samples per second."
+            "--sample-rate", type=click.IntRange(8000, 768000), default=44100, show_default=True, help="Samples per second."
         ),
         click.option(
             "--mode",
@@ -90,6 +181,9 @@ def _output_options(out_help: str) -> Callable:
 
     def decorate(command: Callable) -> Callable:
         command = click.option("--no-progress", is_flag=True, help="Hide the progress bar.")(command)
+        command = click.option(
+            "--overwrite", is_flag=True, help="Replace existing files of that name (otherwise they are an error)."
+        )(command)
         out = click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help=out_help)
         return out(command)
 
@@ -100,7 +194,7 @@ def _live_options(command: Callable) -> Callable:
     """``--device`` and ``--latency``, shared by the commands that play sound."""
     command = click.option(
         "--latency",
-        type=click.FloatRange(0.005, 2.0),
+        type=_Finite(0.005, 2.0),
         default=DEFAULT_LATENCY,
         show_default=True,
         help="Seconds of buffering asked of the sound card (raise it if the summary reports underruns).",
@@ -118,9 +212,13 @@ def _training_options(command: Callable) -> Callable:
     """What every command that trains the reference CNN accepts (``train``, ``compare``)."""
     options = [
         click.option(
-            "--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Optimizer steps per run."
+            "--steps",
+            type=click.IntRange(1, 10**9),
+            default=200,
+            show_default=True,
+            help="Optimizer steps per run.",
         ),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
         click.option(
             "--dataset",
             type=click.Choice(list(DATASETS)),
@@ -135,7 +233,11 @@ def _training_options(command: Callable) -> Callable:
             help="Where MNIST is stored [default: $SONIFY_DATA or ~/.cache/sonify].",
         ),
         click.option(
-            "--torch-device", default="auto", show_default=True, help="Where to train: auto, cpu, cuda, cuda:1, ..."
+            "--torch-device",
+            type=_TorchDevice(),
+            default="auto",
+            show_default=True,
+            help="Where to train: auto, cpu, cuda, cuda:1, ...",
         ),
     ]
     for option in reversed(options):
@@ -154,7 +256,7 @@ def _duration_options(command: Callable) -> Callable:
     )(command)
     return click.option(
         "--duration",
-        metavar="TIME",
+        type=_Duration(),
         default=None,
         help="Fit each run into TIME (e.g. 60s, 2m, 90) by combining consecutive steps; NaN/Inf in a window still sounds.",
     )(command)
@@ -162,7 +264,7 @@ def _duration_options(command: Callable) -> Callable:
 
 def _sound_settings(
     mapping: str,
-    norm_range: str | None,
+    norm_range: tuple[float, float] | str | None,
     scale: str | None,
     tone_ms: float,
     gap_ms: float | None,
@@ -174,7 +276,7 @@ def _sound_settings(
 ) -> SoundSettings:
     return SoundSettings(
         mapping=mapping,
-        norm_range=_parse_norm_range(norm_range),
+        norm_range=norm_range,
         scale=scale,
         sample_rate=sample_rate,
         tone_duration=tone_ms / 1000.0,
@@ -184,27 +286,6 @@ def _sound_settings(
         mode=mode,
         stereo=stereo,
     )
-
-
-def _parse_norm_range(text: str | None) -> tuple[float, float] | str | None:
-    if text is None or text == "auto":
-        return text
-    try:
-        low, high = (float(part) for part in text.split(":"))
-    except ValueError:
-        raise SonifyError(f"--norm-range {text!r} is not understood; give LOW:HIGH (e.g. 1e-3:10) or auto") from None
-    return low, high
-
-
-def _parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``60s``, ``2m``, ``1.5h`` or ``1m30s``."""
-    import re
-
-    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
-    if not text.strip() or parts is None or not any(parts.groups()):
-        raise SonifyError(f"--duration {text!r} is not understood; give e.g. 60s, 2m, 1m30s or a number of seconds")
-    hours, minutes, seconds = (float(x) if x else 0.0 for x in parts.groups())
-    return 3600 * hours + 60 * minutes + seconds
 
 
 def _format_summary(stats: RunStats, files: list[Path], title: str, extra: dict[str, str] | None = None) -> str:
@@ -234,14 +315,23 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
 
 
 class _Group(click.Group):
-    """Turns SonifyError into one line on stderr and exit status 1."""
+    """Every error as one line on stderr: bad options (exit 2), sonify's own errors and file errors (exit 1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # includes a bad option value (click.BadParameter)
+            command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"sonify: error: {exc.format_message()} (see '{command} --help')", err=True)
+            ctx.exit(2)
         except SonifyError as exc:
-            click.echo(f"sonify: error: {exc}", err=True)
+            click.echo(f"sonify: error: {exc.for_cli(_CLI_NAMES)}", err=True)
+            ctx.exit(1)
+        except OSError as exc:  # a file error that no check could foresee (a disk that fills up)
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"sonify: error: {reason}{where}", err=True)
             ctx.exit(1)
 
 
@@ -266,8 +356,16 @@ def main() -> None:
     show_default=True,
     help="Torch optimizer.",
 )
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
-@click.option("--momentum", type=float, default=0.5, show_default=True, help="Momentum (sgd and rmsprop only).")
+@click.option(
+    "--lr", type=_Finite(0.0, 1e38, min_open=True), default=0.01, show_default=True, help="Learning rate."
+)
+@click.option(
+    "--momentum",
+    type=_Finite(0.0, 1e6),
+    default=0.5,
+    show_default=True,
+    help="Momentum (sgd and rmsprop only).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=10, show_default=True)
 @_training_options
 @click.option(
@@ -302,6 +400,7 @@ def train(
     output_device: str | None,
     latency: float,
     out: Path | None,
+    overwrite: bool,
     no_progress: bool,
     **sound_options: Any,
 ) -> None:
@@ -331,9 +430,11 @@ def train(
         data_dir=data_dir,
     )
     auto_range = sound.norm_range == "auto" and not no_save
+    if out is not None:  # checked now, not after training: nothing is created for a bad path
+        check_audio_path(out, overwrite=overwrite)
     # A fitted range needs the whole run: record the log, then render once at the end.
     recording_sound = SoundSettings(**{**sound.__dict__, "norm_range": None}) if auto_range else sound
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # let `kill` close the files properly
+    terminated = _terminate_gracefully()
     result = run_experiment(
         config,
         out=out,
@@ -344,12 +445,13 @@ def train(
         device=output_device,
         pace=pace,
         latency=latency,
+        overwrite=overwrite,
         progress=not no_progress,
         notice=lambda text: click.echo(f"sonify: {text}", err=True),
     )
     son = result.sonifier
-    if auto_range:
-        render(son.log_path, son.audio_path, sound=sound)
+    if auto_range and "norm log" not in son.failures:
+        render(son.log_path, son.audio_path, sound=sound, overwrite=overwrite, drop_incomplete=True)
     momentum_text = f" momentum={config.momentum:g}" if config.momentum is not None else ""
     title = "sonify train: interrupted" if result.interrupted else "sonify train: done"
     extra = {
@@ -359,23 +461,38 @@ def train(
     }
     if son.live_report is not None:
         extra["live"] = son.live_report.describe()
+    for part, reason in son.failures.items():
+        extra[f"lost ({part})"] = reason
     files = [] if no_save else [son.audio_path, son.log_path, son.meta_path]
     click.echo(_format_summary(son.stats, files, title, extra))
     if result.interrupted:
-        ctx.exit(130)
+        ctx.exit(143 if terminated.is_set() else 130)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``), handled like Ctrl-C: files closed, summary printed, exit status 143."""
+
+
+def _terminate_gracefully() -> threading.Event:
+    """Make SIGTERM stop training as Ctrl-C does; the event tells that it came."""
+    came = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        came.set()
+        raise _Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+    return came
 
 
 def _pick_device(device: str) -> str:
+    """The torch device to train on (``auto``: the GPU if there is one)."""
+    if device != "auto":
+        return device
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise SonifyError(f"device {device!r} is not usable ({reason}); use --device cpu or auto") from None
-    return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @main.command()
@@ -426,7 +543,9 @@ def devices() -> None:
 @click.option(
     "--optimizer", "optimizers", multiple=True, type=click.Choice(list(OPTIMIZERS)), help="Repeat for several."
 )
-@click.option("--lr", "lrs", multiple=True, type=float, help="Learning rate; repeat for several.")
+@click.option(
+    "--lr", "lrs", multiple=True, type=_Finite(0.0, 1e38, min_open=True), help="Learning rate; repeat for several."
+)
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeat for several.")
 @_training_options
 @click.option(
@@ -439,6 +558,7 @@ def devices() -> None:
 @_duration_options
 @click.option("--ab", is_flag=True, help="With exactly two runs: listen-ab.wav, run A left and run B right.")
 @click.option("--no-figure", is_flag=True, help="Skip compare.png (which needs matplotlib).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an earlier comparison in the folder.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_sound_options
 def compare_command(
@@ -452,10 +572,11 @@ def compare_command(
     data_dir: Path | None,
     torch_device: str,
     out_dir: Path | None,
-    duration: str | None,
+    duration: float | None,
     combine: str,
     ab: bool,
     no_figure: bool,
+    overwrite: bool,
     no_progress: bool,
     **sound_options: Any,
 ) -> None:
@@ -470,11 +591,14 @@ def compare_command(
     """
     import datetime as dt
 
-    from .compare import REFERENCE_GRID, compare
+    from .compare import REFERENCE_GRID, check_figure_support, check_out_dir, compare
 
     sound = _sound_settings(**sound_options)
+    # Checked now, not after training every run.
+    if not no_figure:
+        check_figure_support()
     out_dir = out_dir or Path("audio_out") / f"compare-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    seconds = _parse_duration(duration) if duration is not None else None
+    check_out_dir(out_dir, overwrite=overwrite)
     if logs and (optimizers or lrs or batch_sizes):
         raise SonifyError("give norm logs to compare, or grid options (--optimizer/--lr/--batch-size), not both")
     if logs:
@@ -486,7 +610,16 @@ def compare_command(
             else list(REFERENCE_GRID)
         )
         runs, audio_files = _train_grid(grid, steps, seed, dataset, data_dir, torch_device, sound, out_dir, no_progress)
-    result = compare(runs, out_dir, sound=sound, duration=seconds, ab=ab, figure=not no_figure, audio_files=audio_files)
+    result = compare(
+        runs,
+        out_dir,
+        sound=sound,
+        duration=duration,
+        ab=ab,
+        figure=not no_figure,
+        audio_files=audio_files,
+        overwrite=overwrite,
+    )
     click.echo(result.table())
     click.echo("files:")
     for path in [result.listening, result.figure, result.table_csv, result.table_md]:
@@ -553,26 +686,28 @@ def _train_grid(
 def render_command(
     log: Path,
     out: Path | None,
+    overwrite: bool,
     drop_incomplete: bool,
-    duration: str | None,
+    duration: float | None,
     combine: str,
     no_progress: bool,
     **sound_options: Any,
 ) -> None:
-    """Render a recorded norm log (LOG: a .norms.csv) to audio, without training."""
+    """Render a recorded norm log (LOG: a .norms.csv, or TensorBoard logs) to audio, without training."""
     sound = _sound_settings(**sound_options)
+    out = out or _default_render_path(log)
+    check_audio_path(out, overwrite=overwrite)  # before reading a possibly long log
     norm_log = load_norms(log, drop_incomplete=drop_incomplete)
-    if out is None:
-        out = log_paths(norm_log.path)[0].with_name(norm_log.path.name.removesuffix(".norms.csv") + ".wav")
-    seconds = _parse_duration(duration) if duration is not None else None
-    result = render(norm_log, out, sound=sound, progress=not no_progress, duration=seconds, combine=combine)
+    result = render(
+        norm_log, out, sound=sound, progress=not no_progress, duration=duration, combine=combine, overwrite=overwrite
+    )
     click.echo(
         _format_summary(
             norm_log.stats(),
             [result.path],
             "sonify render: done",
             {
-                "log": str(norm_log.path),
+                "log": str(norm_log.path or log),
                 "audio": f"{result.duration:.1f} s, {sound.mapping} map"
                 + (
                     f", {result.steps} steps combined into {result.windows} windows ({combine})"
@@ -582,6 +717,16 @@ def render_command(
             },
         )
     )
+
+
+def _default_render_path(source: Path) -> Path:
+    """``run.norms.csv`` -> ``run.wav``; a TensorBoard folder ``runs/x`` -> ``runs/x.wav``; its event file -> ``x.wav`` in it."""
+    if source.is_dir():
+        return source.parent / f"{source.resolve().name}.wav"
+    if "tfevents" in source.name:
+        return source.parent / f"{source.resolve().parent.name}.wav"
+    csv_path = log_paths(source)[0]
+    return csv_path.with_name(csv_path.name.removesuffix(".norms.csv") + ".wav")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from ._errors import SonifyError
+from ._files import check_new_file
 from .output import AudioFileWriter
 from .record import NormLog
 from .render import SoundSettings, render
 
-__all__ = ["REFERENCE_GRID", "CompareResult", "RunSummary", "compare", "comparison_figure", "marker"]
+__all__ = ["REFERENCE_GRID", "CompareResult", "RunSummary", "check_figure_support", "check_out_dir", "compare", "comparison_figure", "marker"]
 
 #: The runs of the 2019 experiment: (optimizer, lr, batch size).
 REFERENCE_GRID = (("sgd", 0.01, 10), ("sgd", 0.1, 10), ("sgd", 1.0, 10), ("sgd", 1.0, 256), ("adam", 0.01, 10))
@@ -98,6 +99,7 @@ def compare(
     ab: bool = False,
     figure: bool = True,
     audio_files: list[Path | None] | None = None,
+    overwrite: bool = False,
 ) -> CompareResult:
     """Write the listening file, figure and summary of several runs.
 
@@ -119,6 +121,9 @@ def compare(
         Draw ``compare.png`` (needs matplotlib: ``pip install 'sonify[plot]'``).
     audio_files : list of Path or None, optional
         Existing WAVs of the runs (from training) to use instead of rendering.
+    overwrite : bool
+        Replace files of an earlier comparison in ``out_dir``; otherwise
+        they are an error (raised before anything is written).
 
     Returns
     -------
@@ -131,24 +136,33 @@ def compare(
     sound = sound or SoundSettings()
     if sound.stereo:
         raise SonifyError("compare writes mono runs (A/B uses the two channels); drop --stereo")
+    if figure:
+        check_figure_support()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = names or [_run_name(log, index) for index, log in enumerate(logs)]
-    rendered = []
-    for index, (log, name) in enumerate(zip(logs, names)):
+    suffix = "" if duration is None else f"-{duration:g}s"
+    targets = []
+    for index, name in enumerate(names):
         existing = audio_files[index] if audio_files else None
-        if existing is not None and duration is None:
-            rendered.append(Path(existing))
+        targets.append(Path(existing) if existing is not None and duration is None else out_dir / f"{name}{suffix}.wav")
+    check_out_dir(out_dir, overwrite=overwrite)
+    for path in (t for t in targets if t not in (audio_files or [])):
+        check_new_file(path, overwrite=overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rendered = []
+    for log, target in zip(logs, targets):
+        if audio_files and target in audio_files:
+            rendered.append(target)
         else:
-            rendered.append(render(log, out_dir / f"{name}.wav", sound=sound, duration=duration).path)
-    starts = _listening_file(rendered, out_dir / "listen.wav", sound.sample_rate)
+            rendered.append(render(log, target, sound=sound, duration=duration, overwrite=overwrite).path)
+    starts = _listening_file(rendered, out_dir / "listen.wav", sound.sample_rate, overwrite)
     if ab:
-        _ab_file(rendered, out_dir / "listen-ab.wav", sound.sample_rate)
+        _ab_file(rendered, out_dir / "listen-ab.wav", sound.sample_rate, overwrite)
     runs = [
         _summarise(log, name, start, audio, sound) for log, name, start, audio in zip(logs, names, starts, rendered)
     ]
+    table_csv, table_md = _tables(runs, out_dir)  # before the figure: the tables never depend on matplotlib
     picture = _figure(logs, names, rendered, out_dir / "compare.png") if figure else None
-    table_csv, table_md = _tables(runs, out_dir)
     return CompareResult(runs, out_dir / ("listen-ab.wav" if ab else "listen.wav"), picture, table_csv, table_md)
 
 
@@ -158,12 +172,29 @@ def _run_name(log: NormLog, index: int) -> str:
     return f"run{index + 1}"
 
 
-def _listening_file(paths: list[Path], out: Path, sample_rate: int) -> list[float]:
+#: The files a comparison writes into its folder besides the runs' own.
+OWN_FILES = ("listen.wav", "listen-ab.wav", "summary.csv", "summary.md", "compare.png")
+
+
+def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse a folder that holds an earlier comparison (unless ``overwrite``), before anything is written."""
+    for name in OWN_FILES:
+        check_new_file(Path(out_dir) / name, overwrite=overwrite)
+
+
+def check_figure_support() -> None:
+    """Raise the one-line error for a missing matplotlib now, before any run is trained or written."""
+    from ._optional import require
+
+    require("matplotlib", extra="plot", purpose="the comparison figure (skip it with --no-figure, figure=False)")
+
+
+def _listening_file(paths: list[Path], out: Path, sample_rate: int, overwrite: bool = False) -> list[float]:
     """Concatenate the runs with their markers, block by block; returns where each run starts (s)."""
     import soundfile
 
     starts = []
-    with AudioFileWriter(out, sample_rate) as writer:
+    with AudioFileWriter(out, sample_rate, overwrite=overwrite) as writer:
         for index, path in enumerate(paths):
             writer.write(marker(index, sample_rate))
             starts.append(writer.duration)
@@ -176,13 +207,13 @@ def _listening_file(paths: list[Path], out: Path, sample_rate: int) -> list[floa
     return starts
 
 
-def _ab_file(paths: list[Path], out: Path, sample_rate: int) -> None:
+def _ab_file(paths: list[Path], out: Path, sample_rate: int, overwrite: bool = False) -> None:
     import soundfile
 
     with (
         soundfile.SoundFile(paths[0]) as a,
         soundfile.SoundFile(paths[1]) as b,
-        AudioFileWriter(out, sample_rate, channels=2) as writer,
+        AudioFileWriter(out, sample_rate, channels=2, overwrite=overwrite) as writer,
     ):
         while True:
             left, right = a.read(1 << 16, dtype="float32"), b.read(1 << 16, dtype="float32")

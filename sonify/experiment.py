@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._choices import DATASETS, OPTIMIZERS
-from ._errors import SonifyError
+from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
 from .render import SoundSettings, _progress_bar
-from .sonifier import DEFAULT_OUT_DIR, Sonifier
+from .sonifier import DEFAULT_OUT_DIR, Sonifier, unique_out
 
 __all__ = ["OPTIMIZERS", "ExperimentConfig", "ExperimentResult", "LeNet", "load_dataset", "run_experiment"]
 
@@ -72,13 +72,24 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir or os.environ.get("SONIFY_DATA", "~/.cache/sonify")).expanduser()
         if self.optimizer not in OPTIMIZERS:
-            raise SonifyError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise SonifyParameterError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.dataset not in DATASETS:
-            raise SonifyError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SonifyError(f"learning rate {self.lr} is invalid; give a positive number")
-        if self.batch_size < 1 or self.steps < 1:
-            raise SonifyError("batch size and steps must be at least 1")
+            raise SonifyParameterError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.params not in ("weight", "all"):
+            raise SonifyParameterError(f"params={self.params!r} is not understood; use 'weight' or 'all'")
+        if not (_is_number(self.lr) and 0 < self.lr <= 1e38):
+            raise SonifyParameterError(
+                f"learning rate {self.lr!r} is invalid; give a positive finite {{lr}} (at most 1e38, float32's range)"
+            )
+        if self.momentum is not None and not (_is_number(self.momentum) and self.momentum >= 0):
+            raise SonifyParameterError(f"momentum {self.momentum!r} is invalid; give a finite {{momentum}} >= 0")
+        for name, value, low, high in (
+            ("batch_size", self.batch_size, 1, 10**9),
+            ("steps", self.steps, 1, 10**9),
+            ("seed", self.seed, 0, 2**63 - 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise SonifyParameterError(f"{name} {value!r} is invalid; give a whole number from {low} to {high}")
         if not OPTIMIZERS[self.optimizer][1]:
             self.momentum = None
 
@@ -87,6 +98,8 @@ class ExperimentConfig:
         parts = [f"lenet-{dataset or self.dataset}-{self.optimizer}-lr{self.lr:g}-bs{self.batch_size}"]
         if self.momentum is not None:
             parts.append(f"m{self.momentum:g}")
+        if self.params != "weight":  # the reference counts weights only; anything else must not share its name
+            parts.append(f"params-{self.params}")
         parts += [f"{self.steps}steps", f"seed{self.seed}", mapping]
         return "-".join(parts)
 
@@ -100,6 +113,10 @@ class ExperimentResult:
     final_loss: float
     dataset_description: str
     interrupted: bool = False
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_dataset(
@@ -162,6 +179,8 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Iterator[tuple]:
     """Shuffled batches, reshuffled every epoch, for ever (the digits are few)."""
     generator = torch.Generator().manual_seed(seed)
+    if not 1 <= batch_size <= len(images):
+        raise SonifyParameterError(f"batch size {batch_size} does not fit {len(images)} images")
     while True:
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -218,13 +237,19 @@ def run_experiment(
     """
     sound = sound or SoundSettings()
     images, labels, dataset_name, description = load_dataset(config.dataset, config.data_dir, notice)
+    if config.batch_size > len(images):  # else the batches would never fill: no step, for ever
+        raise SonifyParameterError(
+            f"batch size {config.batch_size} is larger than the data set ({description}); "
+            f"give {{batch_size}} {len(images)} or less"
+        )
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     model = LeNet().to(device)
     optimizer = make_optimizer(config, model.parameters())
     mapping_name = sound.mapping if isinstance(sound.mapping, str) else "custom"
     folder = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
-    out = Path(out) if out is not None else folder / f"{config.run_name(mapping_name, dataset_name)}.wav"
+    # A name made from the settings never takes another run's files: a repeated run gets "-2", "-3"...
+    out = Path(out) if out is not None else unique_out(folder / f"{config.run_name(mapping_name, dataset_name)}.wav")
     metadata = {"experiment": {**asdict(config), "data_dir": str(config.data_dir)}, "dataset": description}
     batches = _batches(images, labels, config.batch_size, config.seed)
     losses = torch.empty(config.steps, device=device)  # on the device: no host sync per step

@@ -109,24 +109,45 @@ def test_render_command_with_options(tmp_path):
 
 
 def test_bad_input_is_one_line_without_traceback(tmp_path):
-    cases = [
+    log = str(make_log(tmp_path / "x.norms.csv"))
+    (tmp_path / "bad.norms.csv").write_text("step,a\n1,2\n2,x\n")
+    (tmp_path / "huge.norms.csv").write_text("step,a\n1,2\n1e30,3\n")
+    usage = [  # bad option values: refused by the option's type, exit 2
+        (("render", log, "--norm-range", "low"), "'--norm-range': 'low' is not understood"),
+        (("render", log, "--norm-range", "10:1"), "0 < LOW < HIGH"),
+        (("render", log, "--tone-ms", "nan"), "'--tone-ms': 'nan' is not a finite number"),
+        (("render", log, "--gap-ms", "nan"), "'--gap-ms'"),
+        (("render", log, "--amplitude", "inf"), "'--amplitude'"),
+        (("render", log, "--duration", "soon"), "'--duration'"),
+        (("render", log, "--duration", "0s"), "not a positive length"),
+        (("train", "--momentum", "-1"), "'--momentum'"),
+        (("train", "--momentum", "nan"), "'--momentum'"),
+        (("train", "--seed", "99999999999999999999999"), "'--seed'"),
+        (("train", "--lr", "1e308"), "'--lr'"),
+        (("train", "--lr", "-1"), "'--lr'"),
+        (("train", "--lr", "nan"), "'--lr'"),
+        (("train", "--torch-device", "meta"), "holds no data"),
+        (("train", "--torch-device", "cuda:7"), "'cuda:7' is not usable"),
+        (("train", "--torch-device", "potato"), "not a torch device"),
+        (("train", "--latency", "nan", "--live"), "'--latency'"),
+        (("train", "--steps", "0"), "'--steps'"),
+    ]
+    errors = [  # sonify's own checks: exit 1
         (("render", str(tmp_path / "missing.norms.csv")), "does not exist"),
-        (("render", str(make_log(tmp_path / "x.norms.csv")), "--norm-range", "low"), "--norm-range 'low'"),
-        (("render", str(tmp_path / "x.norms.csv"), "-o", str(tmp_path / "x.mp3")), ".wav or .flac"),
+        (("render", log, "-o", str(tmp_path / "x.mp3")), ".wav or .flac file name for -o/--out"),
         (("train", "--optimizer", "adam", "--momentum", "0.9"), "--momentum does not apply to adam"),
-        (("train", "--lr", "-1", "--dataset", "digits"), "learning rate"),
-        (("train", "--torch-device", "cuda:7", "--dataset", "digits"), "device 'cuda:7' is not usable"),
         (("train", "--pace"), "--pace only applies to live sound; add --live"),
         (("train", "--device", "pulse"), "--device only applies to live sound; add --live"),
+        (("render", str(tmp_path / "bad.norms.csv")), "bad.norms.csv:3: not a number"),
+        (("render", str(tmp_path / "huge.norms.csv")), "huge.norms.csv:3: step '1e30' is not a whole number"),
     ]
-    (tmp_path / "bad.norms.csv").write_text("step,a\n1,2\n2,x\n")
-    cases.append((("render", str(tmp_path / "bad.norms.csv")), "bad.norms.csv:3: not a number"))
-    for args, message in cases:
-        result = CliRunner().invoke(main, list(args))
-        assert result.exit_code == 1, (args, result.output)
-        errors = [line for line in result.output.splitlines() if line.startswith("sonify: error:")]
-        assert len(errors) == 1 and message in errors[0], (args, result.output)
-        assert "Traceback" not in result.output
+    for cases, code in ((usage, 2), (errors, 1)):
+        for args, message in cases:
+            result = CliRunner().invoke(main, list(args))
+            assert result.exit_code == code, (args, result.output)
+            lines = result.output.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("sonify: error:") and message in lines[0], (args, lines)
+            assert not any(tmp_path.glob("*.wav"))  # nothing created for bad input
 
 
 @pytest.mark.parametrize("live", [False, True], ids=["files", "live"])
