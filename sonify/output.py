@@ -304,6 +304,8 @@ class _PartialWrite(Exception):
 
 def _write_all(fd: int, data: bytes | memoryview) -> int:
     """Write everything (``os.write`` may write less); on failure say how much got through."""
+    if len(data) == 0:
+        return 0
     view = memoryview(data).cast("B")
     done = 0
     while done < len(view):

@@ -312,6 +312,7 @@ class NormLogWriter:
         self.layer_names = tuple(layer_names)
         self.metadata = {"layers": list(self.layer_names), **(metadata or {})}
         self.rows = 0
+        self._size = 0  # bytes of whole rows in the CSV
         self._meta_identity: tuple[int, int] | None = None
         check_new_file(self.meta_path, overwrite=overwrite)
         self._fd: int | None = create_exclusive(self.path, overwrite=overwrite)
@@ -342,6 +343,9 @@ class NormLogWriter:
         """
         self.metadata.update(extra)
         if self._meta_identity is not None and _identity(self.meta_path) != self._meta_identity:
+            if _identity(self.meta_path) is None:
+                gone = "its folder was deleted" if not self.meta_path.parent.exists() else "it was deleted"
+                raise SonifyIOError(f"cannot update {self.meta_path}: {gone} during the run")
             raise SonifyIOError(f"{self.meta_path} was replaced by another program; sonify leaves it alone")
         temporary = self.meta_path.with_name(f".{self.meta_path.name}.{os.getpid()}.tmp")
         try:
@@ -363,10 +367,16 @@ class NormLogWriter:
 
     def _write(self, text: str) -> None:
         data = text.encode()
+        start = self._size
         try:
             while data:  # os.write may write less than asked (signals, full disk)
-                data = data[os.write(self._fd, data) :]
+                written = os.write(self._fd, data)
+                data = data[written:]
+                self._size += written
         except OSError as exc:
+            with contextlib.suppress(OSError):  # never leave half a row behind
+                os.ftruncate(self._fd, start)
+                self._size = start
             raise SonifyIOError(f"cannot write the norm log {self.path}: {os_error_reason(exc)}") from None
 
 

@@ -284,7 +284,7 @@ class Sonifier:
                 self._check_new_parameters()
         except Exception as exc:  # a bug or an odd model must not stop training: stop capturing instead
             self._capturing = False
-            self._recorder.fail("capture", f"reading the gradients failed at step {self._steps} ({_describe(exc)})")
+            self._recorder.fail("capture", f"reading the gradients failed ({_describe(exc)})", step=self._steps)
             self._report_news()
 
     def _to_live(self, items: list[StepNorms]) -> None:
@@ -377,7 +377,7 @@ class Sonifier:
         if self._writer is not None:
             self._writer.close()
             if "norm log" not in self._recorder.failures:
-                self._guarded("norm log", self._writer.write_metadata, summary=self._summary(), closed=True)
+                self._guarded("summary", self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
         return self.stats
 
@@ -403,8 +403,8 @@ class Sonifier:
 
     def update_metadata(self, **values: Any) -> None:
         """Add entries to the run's JSON sidecar (for example the final loss). Never raises."""
-        if self._writer is not None and "norm log" not in self._recorder.failures:
-            self._guarded("norm log", self._writer.write_metadata, **values)
+        if self._writer is not None and not {"norm log", "summary"} & set(self._recorder.failures):
+            self._guarded("summary", self._writer.write_metadata, **values)
             self._report_news()
 
     @property
@@ -512,6 +512,7 @@ class _Recorder:
         self._sinks: dict[str, Any] = {"norm log": writer, "audio": audio}
         self._paths = {
             "norm log": writer.path if writer is not None else None,
+            "summary": writer.meta_path if writer is not None else None,
             "audio": audio.writer.path if audio is not None else None,
         }
         self._news: deque[str] = deque()
@@ -535,19 +536,32 @@ class _Recorder:
     def put(self, item: StepNorms) -> None:
         self._queue.put(item)
 
-    def fail(self, part: str, reason: str) -> None:
+    def fail(self, part: str, reason: str, *, step: int | None = None) -> None:
         """Stop ``part`` and queue one warning about it (only the first failure of a part counts)."""
-        if part in self.failures:
+        self.fail_many({part: reason}, step=step)
+
+    def fail_many(self, reasons: dict[str, str], *, step: int | None = None) -> None:
+        """Stop several parts that failed together (a full disk), with one warning for them all.
+
+        ``step``: the step being written or read when they failed; None at close.
+        """
+        reasons = {part: reason for part, reason in reasons.items() if part not in self.failures}
+        if not reasons:
             return
-        self.failures[part] = reason
-        self._sinks[part] = None
-        path = self._paths.get(part)
-        where = f" ({path})" if path is not None else ""
+        self.failures.update(reasons)
+        for part in reasons:
+            self._sinks[part] = None
+        parts = " and ".join(
+            part + (f" ({self._paths[part]})" if self._paths.get(part) is not None else "") for part in reasons
+        )
+        causes = "; ".join(dict.fromkeys(reasons.values()))
+        if step is None:
+            self._news.append(f"sonify could not finish its {parts}: {causes}; what was written stays readable")
+            return
         kept = [name for name, sink in self._sinks.items() if sink is not None]
-        rest = f"; the {' and '.join(kept)} go on" if kept else ""
-        last = self.stats.last_step or 0
+        rest = f"; the {' and '.join(kept)} {'go' if len(kept) > 1 else 'goes'} on" if kept else ""
         self._news.append(
-            f"sonify stopped its {part}{where} after step {last}: {reason}; training continues{rest}, "
+            f"sonify stopped its {parts} at step {step}: {causes}; training continues{rest}, "
             "and what was written stays readable"
         )
 
@@ -583,12 +597,14 @@ class _Recorder:
         first_bad = self.stats.first_nonfinite_step
         new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
         self.stats.update(steps, norms, missing)
+        failed = {}
         for part, write in (("norm log", self._write_log), ("audio", self._write_audio)):
             if self._sinks[part] is not None:
                 try:
                     write(steps, norms, missing)
                 except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
-                    self.fail(part, _describe(exc))
+                    failed[part] = _describe(exc)
+        self.fail_many(failed, step=int(steps[0]))
         if first_bad is None and self.stats.first_nonfinite_step is not None:
             self._news.append(
                 f"step {self.stats.first_nonfinite_step}: gradient norm of "

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _virtual_audio import SoundServer
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,3 +181,28 @@ def frames_played(captured: np.ndarray, expected_frames: list[np.ndarray], atol:
         starts.append(start)
         position = start + len(frame)
     return starts
+
+
+# -- a small model and loop shared by the tests of the Sonifier and of its failures --
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
+
+
+def train(model, optimizer, steps, seed=1, nan_at=None, reference=None):
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        model(torch.randn(32, 8, generator=generator)).square().mean().backward()
+        if step == nan_at:
+            model[2].weight.grad[0, 0] = float("nan")
+        if reference is not None:
+            reference.append(
+                [
+                    torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()])).item()
+                    for m in (model[0], model[2], model[4])
+                ]
+            )
+        optimizer.step()

@@ -10,34 +10,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from torch import nn
 
 import sonify
-from conftest import ROOT, decode_tones, frames_played, run_sonify
+from conftest import ROOT, decode_tones, frames_played, make_model, run_sonify, train
 from sonify import SonifyError, SonifyWarning
 from sonify.record import NormLogWriter
-
-
-def make_model(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
-
-
-def train(model, optimizer, steps, seed=1, nan_at=None, reference=None):
-    generator = torch.Generator().manual_seed(seed)
-    for step in range(1, steps + 1):
-        optimizer.zero_grad()
-        model(torch.randn(32, 8, generator=generator)).square().mean().backward()
-        if step == nan_at:
-            model[2].weight.grad[0, 0] = float("nan")
-        if reference is not None:
-            reference.append(
-                [
-                    torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()])).item()
-                    for m in (model[0], model[2], model[4])
-                ]
-            )
-        optimizer.step()
 
 
 def test_records_each_optimizer_step_and_the_audio_encodes_the_log(tmp_path):
