@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import SonifyError, SonifyWarning
+from ._errors import SonifyError, SonifyIOError, SonifyParameterError, SonifyWarning
 from .importers import load_tensorboard
 from .mapping import LinearMap, LogMap, PitchMap, get_map
 from .play import LiveReport, PlayResult, play
@@ -55,6 +55,8 @@ __all__ = [
     "RunStats",
     "Sonifier",
     "SonifyError",
+    "SonifyIOError",
+    "SonifyParameterError",
     "SonifyWarning",
     "SoundSettings",
     "Synthesizer",

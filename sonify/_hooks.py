@@ -68,7 +68,9 @@ class OptimizerHook:
         ]
 
     def _before(self, optimizer: Any, args: tuple, kwargs: dict) -> tuple | None:
-        closure = kwargs.get("closure", args[0] if args else None)
+        # torch passes the step's own arguments, self included: (optimizer, closure?) + kwargs.
+        first = 1 if args and args[0] is optimizer else 0
+        closure = kwargs.get("closure", args[first] if len(args) > first else None)
         if not callable(closure):
             self._record()
             return None
@@ -83,7 +85,7 @@ class OptimizerHook:
 
         if "closure" in kwargs:
             return args, {**kwargs, "closure": recording_closure}
-        return (recording_closure, *args[1:]), kwargs
+        return (*args[:first], recording_closure, *args[first + 1 :]), kwargs
 
     def _after(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
         if self._waiting:

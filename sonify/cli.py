@@ -68,7 +68,9 @@ class _Duration(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value is None or isinstance(value, float):
             return value
-        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(value))
+        parts = re.fullmatch(
+            r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(value)
+        )
         if not str(value).strip() or parts is None or not any(parts.groups()):
             self.fail(f"{value!r} is not understood; give e.g. 60s, 2m, 1m30s or a number of seconds", param, ctx)
         hours, minutes, seconds = (float(x) if x else 0.0 for x in parts.groups())
@@ -136,7 +138,11 @@ def _sound_options(command: Callable) -> Callable:
         ),
         click.option("--scale", type=click.Choice(list(SCALES)), default=None, help="Snap pitches to a musical scale."),
         click.option(
-            "--tone-ms", type=_Finite(min=1.0, max=10000.0), default=10.0, show_default=True, help="Length of each tone."
+            "--tone-ms",
+            type=_Finite(min=1.0, max=10000.0),
+            default=10.0,
+            show_default=True,
+            help="Length of each tone.",
         ),
         click.option(
             "--gap-ms",
@@ -152,7 +158,11 @@ def _sound_options(command: Callable) -> Callable:
             help="Peak amplitude of a tone.",
         ),
         click.option(
-            "--sample-rate", type=click.IntRange(8000, 768000), default=44100, show_default=True, help="Samples per second."
+            "--sample-rate",
+            type=click.IntRange(8000, 768000),
+            default=44100,
+            show_default=True,
+            help="Samples per second.",
         ),
         click.option(
             "--mode",
@@ -356,9 +366,7 @@ def main() -> None:
     show_default=True,
     help="Torch optimizer.",
 )
-@click.option(
-    "--lr", type=_Finite(0.0, 1e38, min_open=True), default=0.01, show_default=True, help="Learning rate."
-)
+@click.option("--lr", type=_Finite(0.0, 1e38, min_open=True), default=0.01, show_default=True, help="Learning rate.")
 @click.option(
     "--momentum",
     type=_Finite(0.0, 1e6),

@@ -35,7 +35,16 @@ from .output import AudioFileWriter
 from .record import NormLog
 from .render import SoundSettings, render
 
-__all__ = ["REFERENCE_GRID", "CompareResult", "RunSummary", "check_figure_support", "check_out_dir", "compare", "comparison_figure", "marker"]
+__all__ = [
+    "REFERENCE_GRID",
+    "CompareResult",
+    "RunSummary",
+    "check_figure_support",
+    "check_out_dir",
+    "compare",
+    "comparison_figure",
+    "marker",
+]
 
 #: The runs of the 2019 experiment: (optimizer, lr, batch size).
 REFERENCE_GRID = (("sgd", 0.01, 10), ("sgd", 0.1, 10), ("sgd", 1.0, 10), ("sgd", 1.0, 256), ("adam", 0.01, 10))

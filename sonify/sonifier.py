@@ -239,10 +239,13 @@ class Sonifier:
             if self._scaler_watch is not None:
                 stack.callback(self._scaler_watch.remove)
             # A parameter replaced by load_state_dict(..., assign=True) is followed at once.
-            self._load_hook = model.register_load_state_dict_post_hook(lambda *_: self._capture.rebind())
+            self._load_hook = model.register_load_state_dict_post_hook(self._after_load)
             stack.callback(self._load_hook.remove)
             atexit.register(self.close)
             stack.pop_all()
+
+    def _after_load(self, module: Any, incompatible_keys: Any) -> None:
+        self._capture.rebind()
 
     # -- training thread -------------------------------------------------
     def step(self) -> None:

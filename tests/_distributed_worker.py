@@ -12,6 +12,7 @@ whole batch. Each rank trains on its half of the same global batch.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main(mode: str, out_dir: Path) -> None:
+    # "-full-disk": rank 0's disk fills up after the first step; every rank must keep stepping together.
+    full_disk = mode.endswith("-full-disk")
+    mode = mode.removesuffix("-full-disk")
     distributed = mode != "reference"
     if distributed:
         dist.init_process_group("gloo")
@@ -61,8 +65,14 @@ def main(mode: str, out_dir: Path) -> None:
         capture, rows = GradientCapture(layers, sharded=True), []
     else:
         collectives = count_all_reduce()
-        son = sonify.Sonifier(model, optimizer, out=out_dir / f"{mode}.wav", audio=False)
+        son = sonify.Sonifier(model, optimizer, out=out_dir / f"{mode}.wav", audio=False, flush_interval=0.01)
     for step in range(STEPS):
+        if full_disk and step == 1 and rank == 0:
+            import resource
+            import time
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))  # every further write fails (EFBIG)
+            time.sleep(0.3)  # the recorder meets it before the next step
         inputs, targets = batch(step)
         optimizer.zero_grad()
         nn.functional.mse_loss(model(inputs[rank::world]), targets[rank::world]).backward()
@@ -115,3 +125,9 @@ def capture_pieces(model: nn.Module, stand_ins: dict, capture: GradientCapture, 
 
 if __name__ == "__main__":
     main(sys.argv[1], Path(sys.argv[2]))
+    # Skip interpreter finalization: with gloo, torch 2.13 sometimes aborts there ("terminate called
+    # without an active exception") after destroy_process_group, a teardown race of its own worker
+    # threads that has nothing to do with what is tested. Everything was written and flushed above.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -212,3 +212,63 @@ def test_wrapper_names_do_not_count_as_depth():
 def test_bad_groups_are_clear_errors(group, message):
     with pytest.raises(SonifyError, match=message):
         group_layers(select_layers(deep_model()), group)
+
+
+def exact_norms(layers):
+    """Each layer's norm in exact arithmetic: float64 after scaling by the largest element, so nothing overflows."""
+    norms = []
+    for layer in layers:
+        values = [
+            (torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad).double().flatten()
+            for p in layer.parameters
+            if p.grad is not None
+        ]
+        flat = torch.cat(values)
+        largest = flat.abs().max()
+        norms.append((largest * torch.linalg.vector_norm(flat / largest)).item() if largest > 0 else 0.0)
+    return np.array(norms)
+
+
+@pytest.mark.filterwarnings("ignore:Complex modules")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64])
+def test_every_dtype_gives_correct_norms(dtype):
+    torch.manual_seed(0)
+    model = Net()
+    model.block[0].to(dtype)  # a model of mixed precision too
+    model.head.to(dtype)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    layers = select_layers(model)
+    norms, missing = captured(layers)
+    assert not missing.any()
+    # float16/bfloat16 gradients are summed in float32: relative error a few float32 epsilons.
+    np.testing.assert_allclose(norms, exact_norms(layers), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_norms_overflow_only_where_the_true_value_does(dtype):
+    huge = 1e300 if dtype == torch.float64 else 1e30
+    layer = nn.Linear(3, 2).to(dtype)
+    layer.weight.grad = torch.zeros_like(layer.weight)
+    layer.weight.grad[0, 0] = huge  # finite in the model; its square is not
+    layer.weight.grad[1, 2] = huge
+    layer.bias.grad = torch.ones_like(layer.bias)
+    norms, _ = captured(select_layers(layer))
+    expected = exact_norms(select_layers(layer))
+    assert np.isfinite(norms).all() and np.isfinite(expected).all()
+    np.testing.assert_allclose(norms, expected, rtol=1e-6)
+    layer.bias.grad[0] = float("inf")  # a real Inf still sounds the alarm
+    assert np.isinf(captured(select_layers(layer))[0]).all()
+
+
+def test_a_parameter_replaced_in_its_module_is_followed():
+    model = Net()
+    layers = select_layers(model)
+    capture = GradientCapture(layers)
+    fresh = Net()
+    model.load_state_dict(fresh.state_dict(), assign=True)  # new Parameter objects in the modules
+    backward(model, torch.randn(2, 1, 10, 10))
+    capture.submit(1)
+    ((_, norms, missing),) = capture.drain()
+    assert not missing.any()  # the stale parameters (without gradients) were replaced by the live ones
+    np.testing.assert_allclose(norms, reference_norms(capture.layers), rtol=1e-6)

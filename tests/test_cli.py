@@ -233,3 +233,53 @@ def test_sound_server_dying_mid_run_does_not_stop_training(tmp_path):
     assert "Traceback" not in stderr and "stopped early" in stdout
     assert len(sonify.load_norms(log_file)) == 40
     assert soundfile.info(tmp_path / "run.wav").frames == 40 * sonify.SoundSettings().synthesizer(4).step_samples
+
+
+def test_render_of_a_tensorboard_folder_names_its_output(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "runs" / "exp1")) as writer:
+        for step in range(1, 4):
+            writer.add_scalar("grad_norm/fc", 0.5 * step, step)
+    result = CliRunner().invoke(main, ["render", str(tmp_path / "runs" / "exp1"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (
+        soundfile.info(tmp_path / "runs" / "exp1.wav").frames == 3 * sonify.SoundSettings().synthesizer(1).step_samples
+    )
+    again = CliRunner().invoke(main, ["render", str(tmp_path / "runs" / "exp1"), "--no-progress"])
+    assert again.exit_code == 1 and "already exists" in again.output and "--overwrite" in again.output
+
+
+def test_compare_without_matplotlib_says_so_before_training(tmp_path):
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text("raise ImportError('No module named matplotlib', name='matplotlib')\n")
+    result = run_sonify(
+        "compare",
+        "--steps",
+        "3",
+        "--dataset",
+        "digits",
+        "-o",
+        str(tmp_path / "cmp"),
+        env={"PYTHONPATH": f"{blocker}:{ROOT}"},
+    )
+    assert result.returncode == 1 and not (tmp_path / "cmp").exists()  # nothing trained, nothing written
+    assert result.stderr.strip() == (
+        "sonify: error: the comparison figure (skip it with --no-figure, figure=False) needs matplotlib, "
+        "which is not installed: pip install 'sonify[plot]'"
+    )
+
+
+def test_params_all_and_weight_runs_keep_their_own_files(tmp_path):
+    for params in ("weight", "all", "weight"):
+        result = run_sonify(
+            "train", "--dataset", "digits", "--steps", "3", "--params", params, "--no-progress", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "audio_out").glob("*.norms.csv"))
+    assert names == [
+        "lenet-digits-sgd-lr0.01-bs10-m0.5-3steps-seed0-log-2.norms.csv",  # the repeated run gets its own name
+        "lenet-digits-sgd-lr0.01-bs10-m0.5-3steps-seed0-log.norms.csv",
+        "lenet-digits-sgd-lr0.01-bs10-m0.5-params-all-3steps-seed0-log.norms.csv",
+    ]

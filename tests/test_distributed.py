@@ -6,6 +6,7 @@ flat piece of every gradient, or none) is fed to the capture by hand.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,9 @@ def run(mode, out_dir, processes=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=out_dir, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
+    run.stderr = result.stderr
+    # The two ranks print at once: their lines may run together, so take each report out of the text.
+    return sorted(re.findall(r"rank \d+: steps \d+(?:, all_reduce calls \d+, files \[[^\]]*\])?", result.stdout))
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,13 @@ def test_rank_zero_records_the_global_norms(mode, tmp_path, reference):
 def test_flat_gradient_pieces_add_up_to_the_global_norms(tmp_path, reference):
     run("shards", tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "shards.npy"), reference.norms, rtol=1e-5)
+
+
+def test_a_failing_disk_on_rank_zero_keeps_every_rank_in_step(tmp_path):
+    # The sharded capture's all-reduce must go on on rank 0 after its files fail, or the other ranks wait for ever.
+    lines = run("fsdp2-full-disk", tmp_path)
+    assert lines == [
+        "rank 0: steps 3, all_reduce calls 3, files ['fsdp2.norms.csv', 'fsdp2.norms.json']",
+        "rank 1: steps 3, all_reduce calls 3, files []",
+    ]
+    assert run.stderr.count("sonify stopped its norm log") == 1 and "File too large" in run.stderr

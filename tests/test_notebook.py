@@ -49,3 +49,9 @@ def test_a_running_sonifier_shows_the_steps_so_far(tmp_path):
     assert "&lt;Sonifier recording" in html and "5 steps x 2 layers" in html
     audio, _ = embedded_wav(html)
     assert len(audio) == 5 * sonify.SoundSettings().synthesizer(2).step_samples
+
+
+def test_a_nan_at_step_0_is_reported():
+    log = sonify.NormLog.from_array([[np.nan], [1.0]])
+    log = type(log)(log.norms, log.missing, np.array([0, 1]), log.layer_names)
+    assert "NaN/Inf from step 0" in log._repr_html_()

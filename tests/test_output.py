@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from sonify import SonifyError
-from sonify.output import AudioFileWriter
+from sonify import SonifyError, SonifyParameterError
+from sonify.output import AudioFileWriter, _WavFile
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,69 @@ def test_bad_paths(tmp_path):
         AudioFileWriter(tmp_path / "file" / "x.wav", 44100)
     with pytest.raises(SonifyError, match="sample format"):
         AudioFileWriter(tmp_path / "x.wav", 44100, sample_format="mp3")
+
+
+READERS = ("soundfile", "scipy")
+
+
+def read_with(reader, path):
+    if reader == "soundfile":
+        return soundfile.read(path, dtype="float32")[0]
+    import scipy.io.wavfile
+
+    return scipy.io.wavfile.read(path)[1]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(("fmt", "channels"), [("float", 1), ("pcm16", 2), ("pcm24", 1), ("pcm24", 2)])
+def test_a_wav_is_readable_up_to_the_last_flush_without_close(tmp_path, reader, fmt, channels):
+    samples = (0.3 * np.sin(np.arange(3001) / 5.0)).astype(np.float32)
+    block = np.stack([samples, -samples], 1) if channels == 2 else samples
+    writer = AudioFileWriter(tmp_path / "killed.wav", 44100, channels, fmt)
+    writer.write(block)
+    writer.flush()  # what a recorder does at every flush interval
+    writer.write(block)  # ... and then the process is killed: no close, no final header
+    assert len(read_with(reader, tmp_path / "killed.wav")) == len(samples)  # common readers, not only soundfile
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_wav_past_the_riff_limit_becomes_rf64_with_every_frame(tmp_path, monkeypatch, reader):
+    # 4 GiB cannot be written in a test: the same code path with the limit lowered to 40 kB.
+    monkeypatch.setattr(_WavFile, "riff_limit", 40_000)
+    samples = (0.3 * np.sin(np.arange(25_000) / 5.0)).astype(np.float32)  # 100 kB of float samples
+    with AudioFileWriter(tmp_path / "long.wav", 44100) as writer:
+        writer.write(samples[:5000])
+        writer.flush()
+        assert (tmp_path / "long.wav").read_bytes()[:4] == b"RIFF"  # small so far: plain WAV
+        writer.write(samples[5000:])
+    assert (tmp_path / "long.wav").read_bytes()[:4] == b"RF64"
+    assert soundfile.info(tmp_path / "long.wav").frames == len(samples)  # the length is never capped
+    np.testing.assert_array_equal(read_with(reader, tmp_path / "long.wav"), samples)
+
+
+def test_files_are_created_exclusively(tmp_path):
+    (tmp_path / "taken.wav").write_bytes(b"another run")
+    with pytest.raises(SonifyParameterError, match="already exists"):
+        AudioFileWriter(tmp_path / "taken.wav", 44100)
+    assert (tmp_path / "taken.wav").read_bytes() == b"another run"
+    with AudioFileWriter(tmp_path / "taken.wav", 44100, overwrite=True) as writer:
+        writer.write(np.zeros(10, np.float32))
+    assert soundfile.info(tmp_path / "taken.wav").frames == 10
+
+
+def test_a_write_cut_short_keeps_whole_frames(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, numpy as np; resource.setrlimit(resource.RLIMIT_FSIZE, (10_003, 10_003))\n"
+        "from sonify.output import AudioFileWriter\n"
+        "w = AudioFileWriter({!r}, 44100, 2, 'pcm24')\n"
+        "try:\n    w.write(np.full((5000, 2), 0.25, np.float32))\n"
+        "except OSError as e:\n    print(type(e).__name__, e)\n"
+        "w.close()\n"
+    ).format(str(tmp_path / "cut.wav"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.startswith("SonifyIOError") and "File too large" in result.stdout, result.stderr
+    frames = soundfile.info(tmp_path / "cut.wav").frames
+    assert 0 < frames < 5000 and len(read_with("scipy", tmp_path / "cut.wav")) == frames

@@ -134,3 +134,19 @@ def test_play_reads_norms_recorded_elsewhere(sound_server, tmp_path):
     synth = SOUND.synthesizer(2)
     expected = synth.synthesize(SOUND.pitch_map()(np.array([[0.5, 2.0], [1.0, 4.0], [1.5, 6.0]])))
     frames_played(recording.samples, [expected, expected])  # both sources sound the same norms
+
+
+def test_stereo_plays_to_the_end(sound_server, tmp_path):
+    log = write_log(tmp_path / "run.norms.csv", np.geomspace(0.1, 10, 12).reshape(6, 2))
+    result = play(log, device="pulse", sound=sonify.SoundSettings(stereo=True))  # it used to fail at close
+    assert result.duration == pytest.approx(6 * 0.04)
+    two_channels = np.stack([np.linspace(-0.1, 0.1, 4000), np.zeros(4000)], 1).astype(np.float32)
+    soundfile.write(tmp_path / "listen-ab.wav", two_channels, 44100, subtype="FLOAT")
+    cli = subprocess.run(
+        [sys.executable, "-m", "sonify.cli", "play", str(tmp_path / "listen-ab.wav"), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0 and "played 0.1 s" in cli.stdout, cli.stderr

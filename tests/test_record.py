@@ -114,3 +114,54 @@ def test_condense_combines_windows_and_keeps_every_alarm():
 def test_condense_rejects_unknown_combination():
     with pytest.raises(SonifyError, match="cannot combine steps by 'median'"):
         NormLog.from_array(np.ones((4, 1))).condense(2, "median")
+
+
+def test_a_utf8_bom_in_the_header_is_not_part_of_the_step_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffstep,a\n1,0.5\n2,0.25\n".encode())
+    assert load_norms(path).norms[:, 0].tolist() == [0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("1e30,0.5", "step '1e30' is not a whole number"),
+        ("99999999999999999999999999,0.5", "is not a whole number"),
+        ("1.5,0.5", "step '1.5' is not a whole number"),
+        ("inf,0.5", "not a number"),
+    ],
+)
+def test_impossible_step_numbers_are_one_line_errors(tmp_path, body, message):
+    path = tmp_path / "x.norms.csv"
+    path.write_text(f"step,a\n{body}\n")
+    with pytest.raises(SonifyError, match=message):
+        load_norms(path)
+
+
+def test_norms_beyond_float32_keep_their_value_on_disk(tmp_path):
+    path = tmp_path / "wide.norms.csv"
+    writer = NormLogWriter(path, ["a", "b"])
+    writer.append([1], np.array([[1e300, 0.1]]), np.zeros((1, 2), bool))
+    writer.close()
+    assert path.read_text().splitlines()[1] == "1,1e+300,0.1"
+    assert load_norms(path).norms.tolist() == [[1e300, 0.1]]
+
+
+def test_the_writer_creates_exclusively_and_cleans_up_after_itself(tmp_path):
+    path = tmp_path / "run.norms.csv"
+    path.write_text("step,theirs\n1,1\n")
+    with pytest.raises(SonifyError, match="already exists"):
+        NormLogWriter(path, ["a"])
+    assert path.read_text() == "step,theirs\n1,1\n"
+    (tmp_path / "run.norms.json").write_text("{}")
+    with pytest.raises(SonifyError, match=r"run\.norms\.json already exists"):
+        NormLogWriter(tmp_path / "run.norms.csv", ["a"], overwrite=False)
+    other = NormLogWriter(tmp_path / "new.norms.csv", ["a"])
+    other.write_metadata(summary={"steps": 0})
+    other.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "new.norms.csv",
+        "new.norms.json",
+        "run.norms.csv",
+        "run.norms.json",
+    ]  # no temporary files left

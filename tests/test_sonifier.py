@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from torch import nn
 
 import sonify
 from conftest import ROOT, decode_tones, frames_played, make_model, run_sonify, train
@@ -341,3 +342,212 @@ def test_amp_scaler_norms_are_unscaled_and_skipped_steps_sound_the_alarm(tmp_pat
     np.testing.assert_allclose(log.norms, reference, rtol=1e-4)
     assert "step" not in vars(scaler)  # closing restores the scaler
     assert son.stats.nonfinite_steps == 1
+
+
+# -- the cases that once harmed a run (each a regression test) ----------------------------------
+
+
+def test_float64_lstm_with_lbfgs_records_the_gradients_each_step_used(tmp_path):
+    def make():
+        torch.manual_seed(0)
+        lstm = nn.LSTM(3, 5, batch_first=True).double()
+        return lstm, torch.optim.LBFGS(lstm.parameters(), lr=0.5, max_iter=4)
+
+    inputs = torch.randn(4, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def run(lstm, optimizer, first_calls):
+        for _ in range(3):
+            calls = []
+
+            def closure(calls=calls):
+                optimizer.zero_grad()
+                loss = lstm(inputs)[0].square().mean()
+                loss.backward()
+                if not calls:  # the gradient at the start of the step: the one the step uses first
+                    first_calls.append(
+                        torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in lstm.parameters()])).item()
+                    )
+                calls.append(1)
+                return loss
+
+            optimizer.step(closure)
+
+    reference = []
+    run(*make(), reference)
+    lstm, optimizer = make()
+    with sonify.Sonifier(lstm, optimizer, out=tmp_path / "lbfgs.wav") as son:
+        run(lstm, optimizer, [])
+    log = sonify.load_norms(son.log_path)
+    assert len(log) == 3 and not log.missing.any()  # one full row per optimizer.step(), the first one too
+    np.testing.assert_allclose(log.norms[:, 0], reference, rtol=1e-6)  # float64 norms, no dtype error
+
+
+def test_one_scaler_shared_by_two_optimizers(tmp_path):
+    """PyTorch's multi-optimizer AMP pattern: each Sonifier hears only its own optimizer's steps."""
+    g, d = make_model(1), make_model(2)
+    opt_g, opt_d = torch.optim.SGD(g.parameters(), lr=0.01), torch.optim.SGD(d.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    caught = pytest.warns(SonifyWarning, match="step 3: gradient norm")  # D's skipped step
+    caught.__enter__()
+    son_g = sonify.Sonifier(g, opt_g, out=tmp_path / "g.wav", scaler=scaler)
+    son_d = sonify.Sonifier(d, opt_d, out=tmp_path / "d.wav", scaler=scaler)
+    only_g = sonify.Sonifier(make_model(3), out=tmp_path / "unrelated.wav")  # no scaler: untouched by it
+    for step in range(4):
+        for model, optimizer in ((g, opt_g), (d, opt_d)):
+            optimizer.zero_grad()
+            scaler.scale(model(torch.randn(4, 8)).square().mean()).backward()
+            if step == 2 and model is d:
+                d[0].weight.grad[0, 0] = float("inf")  # the scaler skips D's step 3
+        scaler.step(opt_g)
+        scaler.step(opt_d)
+        scaler.update()
+    son_g.close()  # closing the first one must leave the second working
+    assert callable(scaler.step)
+    son_d.close()
+    only_g.close()
+    caught.__exit__(None, None, None)
+    assert "step" not in vars(scaler)  # the class's own step shows through again
+    log_g, log_d = sonify.load_norms(tmp_path / "g.norms.csv"), sonify.load_norms(tmp_path / "d.norms.csv")
+    assert len(log_g) == 4 and not log_g.nonfinite.any()  # no fake "skipped" rows from D's steps
+    assert len(log_d) == 4 and log_d.nonfinite.any(axis=1).tolist() == [False, False, True, False]
+
+
+def test_a_path_that_holds_a_run_is_refused_and_left_intact(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "keep" / "run.wav"):
+        train(model, optimizer, 5)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "keep").iterdir()}
+    for out, message in (
+        ("run.norms.csv", r"\.wav or \.flac"),
+        ("run", r"\.wav or \.flac"),
+        ("run.wav", "already exists"),
+        ("run.flac", "run.norms.csv already exists"),  # a new audio name whose log would take the old one's
+    ):
+        with pytest.raises(sonify.SonifyParameterError, match=message):
+            sonify.Sonifier(model, optimizer, out=tmp_path / "keep" / out)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "keep").iterdir()} == before
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "keep" / "run.wav", overwrite=True) as son:  # on request
+        train(model, optimizer, 2)
+    assert son.stats.steps == 2 and len(sonify.load_norms(son.log_path)) == 2
+
+
+def test_default_names_never_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    g, d = make_model(1), make_model(2)
+    with sonify.Sonifier(g) as first, sonify.Sonifier(d) as second:  # a GAN's two halves, in the same second
+        for son, model in ((first, g), (second, d)):
+            model(torch.randn(2, 8)).sum().backward()
+            son.step()
+    assert first.audio_path != second.audio_path
+    assert len(list((tmp_path / "audio_out").glob("*.norms.csv"))) == 2
+    assert all(len(sonify.load_norms(son.log_path)) == 1 for son in (first, second))
+
+
+def test_a_stale_sonifier_never_touches_the_next_runs_files(tmp_path):
+    from sonify.integrations._holder import _SonifierHolder
+
+    holder = _SonifierHolder()
+    holder._hold(tmp_path / "run.wav", {})
+    model = make_model()
+    holder._start(model)  # run 1 ... which dies without telling the callback (no exception event)
+    stale = holder.sonifier
+    for _ in range(3):
+        model(torch.randn(2, 8)).sum().backward()
+        holder._step()
+    holder._start(model)  # the user re-runs training
+    fresh = holder.sonifier
+    assert stale._closed and fresh.audio_path == tmp_path / "run-2.wav"
+    for _ in range(2):
+        model(torch.randn(2, 8)).sum().backward()
+        holder._step()
+    holder._stop()
+    stale.close()  # as at interpreter exit: nothing left to do, and nothing of run 2 is touched
+    assert len(sonify.load_norms(tmp_path / "run.norms.csv")) == 3
+    assert len(sonify.load_norms(tmp_path / "run-2.norms.csv")) == 2
+    assert soundfile.info(tmp_path / "run-2.wav").frames == 2 * sonify.SoundSettings().synthesizer(3).step_samples
+
+
+def test_a_summary_replaced_by_another_program_is_left_alone(tmp_path):
+    model = make_model()
+    with (
+        pytest.warns(SonifyWarning, match="replaced by another program"),
+        sonify.Sonifier(model, out=tmp_path / "run.wav") as son,
+    ):
+        (tmp_path / "other.json").write_text('{"theirs": true}')
+        os.replace(tmp_path / "other.json", son.meta_path)
+    assert son.meta_path.read_text() == '{"theirs": true}'
+
+
+def test_parameters_replaced_by_load_state_dict_assign_are_followed(tmp_path):
+    model, reference = make_model(), []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train(model, optimizer, 1)
+    son = sonify.Sonifier(model, out=tmp_path / "after.wav")
+    # New Parameter objects; the old ones keep their (stale) gradients, which must not be heard.
+    model.load_state_dict(make_model(5).state_dict(), assign=True)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        model.zero_grad()
+        model(torch.randn(8, 8, generator=generator)).square().mean().backward()
+        reference.append(
+            [
+                torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()])).item()
+                for m in (model[0], model[2], model[4])
+            ]
+        )
+        son.step()
+    son.close()
+    np.testing.assert_allclose(sonify.load_norms(son.log_path).norms, reference, rtol=1e-5)
+
+
+def test_a_param_group_added_after_attaching_is_reported_once(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "grow.wav"):
+        model.add_module("head", nn.Linear(2, 2))
+        optimizer.add_param_group({"params": model.head.parameters()})
+        with pytest.warns(
+            SonifyWarning, match=r"add_param_group added 2 parameters .*head\.weight, head\.bias"
+        ) as caught:
+            train(model, optimizer, 3)
+    assert len([w for w in caught if "add_param_group" in str(w.message)]) == 1
+
+
+def test_a_wrapped_optimizer_is_looked_through(tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    accelerator = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
+    model, reference = make_model(), []
+    model, optimizer = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    generator = torch.Generator().manual_seed(0)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "accelerate.wav") as son:
+        for micro in range(6):
+            with accelerator.accumulate(model):
+                accelerator.backward(model(torch.randn(4, 8, generator=generator)).square().mean())
+                if micro % 2 == 1:  # the accumulated gradient the optimizer applies
+                    reference.append(layer_norms(model))
+                optimizer.step()
+                optimizer.zero_grad()
+    log = sonify.load_norms(son.log_path)
+    assert len(log) == 3  # one row per real step: the micro-steps Accelerate skips are not recorded
+    np.testing.assert_allclose(log.norms, reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("flush_interval", 0), ("flush_interval", float("nan")), ("latency", -1.0)]
+)
+def test_bad_timing_options_are_refused_before_anything_is_created(tmp_path, option, value):
+    with pytest.raises(sonify.SonifyParameterError, match=option):
+        sonify.Sonifier(make_model(), out=tmp_path / "x.wav", **{option: value})
+    assert not list(tmp_path.iterdir())
+
+
+def test_live_stereo_closes_cleanly(tmp_path, sound_server):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sonify.Sonifier(
+        model, optimizer, out=tmp_path / "stereo.wav", live=True, sound=sonify.SoundSettings(stereo=True)
+    ) as son:
+        train(model, optimizer, 5)
+    assert son.failures == {} and son.live_report.failure is None and son.live_report.played >= 1
+    assert soundfile.info(son.audio_path).channels == 2
