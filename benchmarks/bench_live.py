@@ -55,19 +55,18 @@ def make_run(batch_size=10):
     return model, optimizer, step
 
 
+def reference_sonifier(model, optimizer, out, live):
+    """A Sonifier on the reference CNN's four weights, as ``sonify train`` attaches it."""
+    return sonify.Sonifier(
+        model, optimizer, overwrite=True, out=out, layers=list(REFERENCE_LAYERS), params="weight", live=live
+    )
+
+
 def timed_steps(variant, steps, workdir):
     model, optimizer, step = make_run()
     son = None
     if variant != "bare":
-        son = sonify.Sonifier(
-            model,
-            optimizer,
-            overwrite=True,
-            out=Path(workdir) / "bench.wav",
-            layers=list(REFERENCE_LAYERS),
-            params="weight",
-            live=variant == "live on",
-        )
+        son = reference_sonifier(model, optimizer, Path(workdir) / "bench.wav", live=variant == "live on")
     for _ in range(30):  # warm-up: the stream's start-up burst of callbacks is over before timing
         step()
     start = time.perf_counter()
@@ -109,15 +108,7 @@ def find_frames(captured, frames, atol=1e-5):
 
 def live_session(server, seconds, workdir):
     model, optimizer, step = make_run()
-    son = sonify.Sonifier(
-        model,
-        optimizer,
-        overwrite=True,
-        out=Path(workdir) / "live.wav",
-        layers=list(REFERENCE_LAYERS),
-        params="weight",
-        live=True,
-    )
+    son = reference_sonifier(model, optimizer, Path(workdir) / "live.wav", live=True)
     player = son._live
     player.timeline = []
     frames = []

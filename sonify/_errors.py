@@ -58,14 +58,14 @@ class SonifyWarning(UserWarning):
     """Something the user should know about that does not stop the run."""
 
 
-_FIELD = re.compile(r"\{([a-z_]+)\}(True)?")
+_FIELD = re.compile(r"\{([a-z_]+)\}(True|False)?")
 
 
 def _fill(template: str, options: dict[str, str], cli: bool = False) -> str:
     def name_of(found: re.Match) -> str:
         name, flag = found.group(1), found.group(2) or ""
         if cli and name in options:
-            return options[name]  # a flag option ("--overwrite") stands for "overwrite=True"
+            return options[name]  # a flag ("--overwrite", "--no-figure") stands for "overwrite=True"...
         return f"{name}={flag}"
 
     return _FIELD.sub(name_of, template)

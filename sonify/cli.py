@@ -116,6 +116,12 @@ _CLI_NAMES = {
     "momentum": "--momentum",
     "seed": "--seed",
     "steps": "--steps",
+    "ab": "--ab",
+    "stereo": "--stereo",
+    "figure": "--no-figure",
+    "dataset": "--dataset ",
+    "mapping": "--map ",
+    "norm_range": "--norm-range ",
 }
 
 

@@ -141,10 +141,10 @@ def compare(
     if not logs:
         raise SonifyError("nothing to compare: give at least one norm log or run")
     if ab and len(logs) != 2:
-        raise SonifyError(f"the A/B listening file needs exactly two runs, not {len(logs)}; drop --ab")
+        raise SonifyError(f"the A/B listening file needs exactly two runs, not {len(logs)}; drop {ab}True")
     sound = sound or SoundSettings()
     if sound.stereo:
-        raise SonifyError("compare writes mono runs (A/B uses the two channels); drop --stereo")
+        raise SonifyError("compare writes mono runs (A/B uses the two channels); drop {stereo}True")
     if figure:
         check_figure_support()
     out_dir = Path(out_dir)
@@ -195,7 +195,7 @@ def check_figure_support() -> None:
     """Raise the one-line error for a missing matplotlib now, before any run is trained or written."""
     from ._optional import require
 
-    require("matplotlib", extra="plot", purpose="the comparison figure (skip it with --no-figure, figure=False)")
+    require("matplotlib", extra="plot", purpose="the comparison figure (skip it with {figure}False)")
 
 
 def _listening_file(paths: list[Path], out: Path, sample_rate: int, overwrite: bool = False) -> list[float]:

@@ -162,7 +162,7 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor, str, str]:
         from sklearn.datasets import load_digits
     except ImportError:
         raise SonifyError(
-            "the offline digits need scikit-learn: pip install 'sonify[digits]' (or give --dataset mnist)"
+            "the offline digits need scikit-learn: pip install 'sonify[digits]' (or give {dataset}mnist)"
         ) from None
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).div_(16.0).unsqueeze(1)

@@ -235,7 +235,7 @@ def get_map(
         raise SonifyError(f"unknown mapping {preset!r}; choose one of {', '.join(PRESETS)}")
     if norm_range is not None:
         if not isinstance(pitch_map, LogMap):
-            raise SonifyError("a norm range applies to the 'log' mapping only; drop it or use --map log")
+            raise SonifyError("a norm range applies to the 'log' mapping only; drop it or use {mapping}log")
         pitch_map = replace(pitch_map, norm_range=tuple(norm_range))
     if scale is not None:
         quantize(np.array([_A4]), scale)  # validates the name

@@ -35,7 +35,7 @@ import numpy as np
 
 from ._errors import SonifyError
 from .mapping import PitchMap
-from .record import NormLog, load_norms
+from .record import NormLog, as_norm_log
 from .render import SoundSettings, _progress_bar
 from .stream import BLOCKSIZE, DEFAULT_LATENCY, LiveStream, LiveStreamError
 
@@ -251,7 +251,7 @@ def play(
     """
     is_log = isinstance(source, NormLog) or str(source).endswith(".csv")
     if is_log or Path(source).is_dir() or "tfevents" in Path(source).name:  # TensorBoard logs too
-        log = source if isinstance(source, NormLog) else load_norms(source)
+        log = as_norm_log(source)
         sound = sound or SoundSettings()
         synth = sound.synthesizer(len(log.layer_names))
         pitch_map = sound.pitch_map(log.norms)

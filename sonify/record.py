@@ -483,7 +483,7 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
         if not drop_incomplete:
             raise SonifyError(
                 f"{csv_path}:{len(lines)}: last line is incomplete ({len(body[-1])} of {len(header)} fields); "
-                "pass --drop-incomplete (drop_incomplete=True) to ignore it"
+                "pass {drop_incomplete}True to ignore it"
             )
         body = body[:-1]
     steps = np.empty(len(body), dtype=np.int64)

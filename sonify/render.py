@@ -88,7 +88,7 @@ class SoundSettings:
             if norms is None:
                 raise SonifyError(
                     "norm range 'auto' needs the whole run; use fixed bounds while recording "
-                    "and 'sonify render --norm-range auto' afterwards"
+                    "and render the log with {norm_range}auto afterwards"
                 )
             pitch_map = pitch_map.fit(norms)
         return pitch_map

@@ -18,6 +18,7 @@ import html
 import math
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -154,6 +155,10 @@ class Sonifier:
         target = unwrap_optimizer(optimizer) if optimizer is not None else None
         if scaler is not None and target is None:
             raise SonifyParameterError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
+        if scaler is not None and not callable(getattr(scaler, "step", None)):
+            raise SonifyParameterError(
+                f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
+            )
         if pace and not live:
             raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
         for name, value in (("flush_interval", flush_interval), ("latency", latency)):
@@ -235,7 +240,9 @@ class Sonifier:
             self._hook = OptimizerHook(target, self._record) if target is not None else None
             if self._hook is not None:
                 stack.callback(self._hook.remove)
-            self._scaler_watch = ScalerWatch(scaler, target, lambda: self._steps, self._record) if scaler else None
+            self._scaler_watch = (
+                ScalerWatch(scaler, target, lambda: self._steps, self._record) if scaler is not None else None
+            )
             if self._scaler_watch is not None:
                 stack.callback(self._scaler_watch.remove)
             # A parameter replaced by load_state_dict(..., assign=True) is followed at once.
@@ -263,7 +270,7 @@ class Sonifier:
                     else "this Sonifier records at every optimizer.step() already; call son.step() only when no "
                     "optimizer was given"
                 )
-                warnings.warn(f"son.step() ignored: {why}", SonifyWarning, stacklevel=2)
+                warn(f"son.step() ignored: {why}", stacklevel=3)
             return
         self._record()
 
@@ -314,12 +321,11 @@ class Sonifier:
         if new and "new parameters" not in self._reported:
             self._reported.add("new parameters")
             shown = ", ".join(names.get(id(p), "(not in the model)") for p in new[:5])
-            warnings.warn(
+            warn(
                 f"optimizer.add_param_group added {len(new)} parameters that sonify does not record ({shown}"
                 f"{', ...' if len(new) > 5 else ''}): the layers were chosen when the Sonifier was created; "
                 "create it after the model is complete to hear them",
-                SonifyWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     @property
@@ -331,16 +337,15 @@ class Sonifier:
     def _report_news(self) -> None:
         """Give the recorder's news (first NaN, missing layers, failures) as warnings, in the training thread."""
         for message in self._recorder.take_news():
-            warnings.warn(message, SonifyWarning, stacklevel=4)
+            warn(message, stacklevel=5)
 
     def _report_live_failure(self) -> None:
         if "live" not in self._reported:
             self._reported.add("live")
             saved = "the WAV and norm log are still written" if self.files else "nothing is saved (no files asked for)"
-            warnings.warn(
+            warn(
                 f"live audio stopped at step {self._steps}: {self._live.failure}; training continues and {saved}",
-                SonifyWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     # -- closing ---------------------------------------------------------
@@ -453,6 +458,18 @@ def _is_fsdp1(model: torch.nn.Module) -> bool:
     except ImportError:
         return False
     return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """Give a :class:`SonifyWarning`; where warnings are turned into errors, print it instead.
+
+    A monitor never raises into the training loop, not even through ``-W error``.
+    """
+    try:
+        warnings.warn(message, SonifyWarning, stacklevel=stacklevel + 1)
+    except Exception:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"sonify: warning: {message}\n")
 
 
 def unique_out(path: str | os.PathLike) -> Path:

@@ -266,7 +266,7 @@ def test_compare_without_matplotlib_says_so_before_training(tmp_path):
     )
     assert result.returncode == 1 and not (tmp_path / "cmp").exists()  # nothing trained, nothing written
     assert result.stderr.strip() == (
-        "sonify: error: the comparison figure (skip it with --no-figure, figure=False) needs matplotlib, "
+        "sonify: error: the comparison figure (skip it with --no-figure) needs matplotlib, "
         "which is not installed: pip install 'sonify[plot]'"
     )
 

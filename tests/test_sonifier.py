@@ -551,3 +551,18 @@ def test_live_stereo_closes_cleanly(tmp_path, sound_server):
         train(model, optimizer, 5)
     assert son.failures == {} and son.live_report.failure is None and son.live_report.played >= 1
     assert soundfile.info(son.audio_path).channels == 2
+
+
+def test_warnings_turned_into_errors_never_raise_into_training(tmp_path, capsys):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under `python -W error` or a strict test suite
+        with sonify.Sonifier(model, optimizer, out=tmp_path / "strict.wav", flush_interval=0.01) as son:
+            train(model, optimizer, 3, nan_at=2)
+            time.sleep(0.2)  # the recorder finds the NaN; the next step would report it
+            train(model, optimizer, 2)
+            son.step()  # misuse too: ignored with a warning, not an exception
+    assert son.stats.steps == 5 and son.stats.first_nonfinite_step == 2
+    printed = capsys.readouterr().err
+    assert "sonify: warning: step 2: gradient norm" in printed and "son.step() ignored" in printed

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
-from .._errors import SonifyError, SonifyWarning
+from .._errors import SonifyError
 from ..output import check_audio_path
-from ..sonifier import Sonifier, unique_out
+from ..sonifier import Sonifier, unique_out, warn
 
 
 class _SonifierHolder:
@@ -45,9 +44,10 @@ class _SonifierHolder:
             out = unique_out(out)
         try:
             self.sonifier = Sonifier(model, out=out, metadata=extra, **options)
-        except SonifyError as exc:
+        except Exception as exc:  # inside the framework's loop: never stop the training
             self.sonifier = None
-            warnings.warn(f"sonify is off for this run: {exc}", SonifyWarning, stacklevel=3)
+            reason = str(exc) if isinstance(exc, SonifyError) else f"{type(exc).__name__}: {exc}"
+            warn(f"sonify is off for this run: {reason}", stacklevel=3)
 
     def _step(self) -> None:
         if self.sonifier is not None:
