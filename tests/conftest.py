@@ -128,6 +128,36 @@ def decode_tones(audio: np.ndarray, sample_rate: int, n_voices: int, tone_sample
     return (peak + offset) * sample_rate / size
 
 
+def refine_tones(audio: np.ndarray, synth, estimates: np.ndarray) -> np.ndarray:
+    """Sharpen :func:`decode_tones` estimates by least squares: the frequency whose sinusoid, under the
+    tone's raised-cosine fades, best explains each slot's samples. Exact for a lone faded sine."""
+    from scipy.optimize import minimize_scalar
+
+    n = synth.tone_samples
+    fade = round(0.002 * synth.sample_rate)  # the default fade, as the synthesizer applies it
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
+    envelope = np.ones(n)
+    envelope[:fade], envelope[n - fade :] = ramp, ramp[::-1]
+    t = np.arange(n) / synth.sample_rate
+    refined = np.array(estimates, dtype=float)
+    for row, voice in np.ndindex(refined.shape):
+        start = row * synth.step_samples + voice * n
+        slot = audio[start : start + n].astype(float)
+        if not np.any(slot):
+            continue
+
+        def residual(freq, slot=slot):
+            basis = envelope[:, None] * np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], 1)
+            coef, *_ = np.linalg.lstsq(basis, slot, rcond=None)
+            return float(np.sum((slot - basis @ coef) ** 2))
+
+        guess = refined[row, voice]
+        refined[row, voice] = minimize_scalar(
+            residual, bounds=(guess * 0.995, guess * 1.005), method="bounded", options={"xatol": 1e-6}
+        ).x
+    return refined
+
+
 def spectral_peaks(slot: np.ndarray, sample_rate: int, threshold: float = 0.25) -> list[float]:
     """Frequencies of the local maxima above ``threshold`` x the largest."""
     size = 1 << 15

@@ -4,7 +4,7 @@ import soundfile
 import torch
 
 import sonify
-from conftest import decode_tones, spectral_peaks
+from conftest import decode_tones, refine_tones, spectral_peaks
 from sonify import SonifyError
 from sonify.record import NormLogWriter
 from sonify.render import BLOCK_STEPS, SoundSettings, render
@@ -60,7 +60,7 @@ def test_auto_range_uses_the_whole_pitch_range(tmp_path):
     audio, rate = soundfile.read(tmp_path / "auto.wav", dtype="float32")
     synth = SoundSettings(tone_duration=0.05).synthesizer(2)
     decoded = decode_tones(audio, rate, 2, synth.tone_samples, synth.gap_samples)
-    assert decoded.min() == pytest.approx(110, rel=0.01) and decoded.max() == pytest.approx(7040, rel=0.01)
+    assert decoded.min() == pytest.approx(440, rel=0.01) and decoded.max() == pytest.approx(3520, rel=0.01)
 
 
 def test_pcm16_flac_nan_and_missing(tmp_path):
@@ -98,3 +98,15 @@ def test_a_long_run_fits_the_duration_asked_and_keeps_its_alarm(tmp_path):
 def test_duration_must_be_positive(tmp_path):
     with pytest.raises(sonify.SonifyError, match="duration -1 s is not positive"):
         sonify.render(np.ones((10, 2)), tmp_path / "x.wav", duration=-1)
+
+
+def test_default_sound_decodes_back_to_the_norms_within_a_tenth_of_a_percent(tmp_path):
+    rng = np.random.default_rng(0)
+    norms = 10 ** rng.uniform(-4, 4, (40, 4))  # the whole default range, 10 ms tones
+    render(norms, tmp_path / "default.wav")
+    audio, rate = soundfile.read(tmp_path / "default.wav", dtype="float32")
+    sound = SoundSettings()
+    synth = sound.synthesizer(4)
+    estimates = decode_tones(audio, rate, 4, synth.tone_samples, synth.gap_samples)
+    decoded = sound.pitch_map().inverse(refine_tones(audio, synth, estimates))
+    np.testing.assert_allclose(decoded, norms, rtol=1e-4)  # the issue asks 0.1%; least squares gets ~1e-6
