@@ -179,6 +179,20 @@ def _sound_options(command: Callable) -> Callable:
         ),
         click.option("--stereo", is_flag=True, help="Spread the layers from left to right across the stereo field."),
         click.option(
+            "--spike-factor",
+            type=_Finite(0.0, 1e12),
+            default=10.0,
+            show_default=True,
+            help="A norm this many times its layer's running median sounds accented (a spike); 0 turns it off.",
+        ),
+        click.option(
+            "--spike-window",
+            type=click.IntRange(10, 100_000),
+            default=50,
+            show_default=True,
+            help="Steps of each layer's history that the running median looks back over.",
+        ),
+        click.option(
             "--format",
             "sample_format",
             type=click.Choice(list(SAMPLE_FORMATS)),
@@ -289,7 +303,14 @@ def _sound_settings(
     sample_format: str,
     mode: str,
     stereo: bool,
+    spike_factor: float,
+    spike_window: int,
 ) -> SoundSettings:
+    if 0 < spike_factor <= 1:
+        raise click.BadParameter(
+            f"{spike_factor:g} would call every norm a spike; give a factor above 1, or 0 to turn spikes off",
+            param_hint="'--spike-factor'",
+        )
     return SoundSettings(
         mapping=mapping,
         norm_range=norm_range,
@@ -301,6 +322,8 @@ def _sound_settings(
         sample_format=sample_format,
         mode=mode,
         stereo=stereo,
+        spike_factor=spike_factor,
+        spike_window=spike_window,
     )
 
 
@@ -308,6 +331,14 @@ def _format_summary(stats: RunStats, files: list[Path], title: str, extra: dict[
     lines = [title, f"  steps: {stats.steps}"]
     for key, value in (extra or {}).items():
         lines.append(f"  {key}: {value}")
+    if stats.first_spike_step is None:
+        lines.append("  spikes: none")
+    else:
+        factor = f", {stats.first_spike_factor:.3g}x its running median" if stats.first_spike_factor else ""
+        lines.append(
+            f"  spikes: {stats.spike_steps} steps, first at step {stats.first_spike_step} "
+            f"({', '.join(stats.first_spike_layers)}{factor}); they sound accented"
+        )
     if stats.first_nonfinite_step is None:
         lines.append("  NaN/Inf: none")
     else:
@@ -717,7 +748,7 @@ def render_command(
     )
     click.echo(
         _format_summary(
-            norm_log.stats(),
+            norm_log.stats(sound.spike_factor, sound.spike_window),
             [result.path],
             "sonify render: done",
             {

@@ -68,6 +68,9 @@ class RunSummary:
     start: float  # seconds into the listening file where the run's sound begins
     audio: Path
     log: Path | None
+    first_spike_step: int | None = None
+    spike_steps: int = 0
+    first_spike_factor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ def _ab_file(paths: list[Path], out: Path, sample_rate: int, overwrite: bool = F
 
 
 def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundSettings) -> RunSummary:
-    stats = log.stats()
+    stats = log.stats(sound.spike_factor, sound.spike_window)
     loss = log.metadata.get("final_loss")
     return RunSummary(
         name=name,
@@ -246,12 +249,16 @@ def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundS
         start=start,
         audio=audio,
         log=log.path,
+        first_spike_step=stats.first_spike_step,
+        spike_steps=stats.spike_steps,
+        first_spike_factor=stats.first_spike_factor,
     )
 
 
 def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
     layers = list(dict.fromkeys(layer for run in runs for layer in run.ranges))
-    header = ["run", "steps", "final loss", "first NaN/Inf step", "NaN/Inf steps", "starts at (s)"]
+    header = ["run", "steps", "final loss", "first spike step (x median)", "spike steps"]
+    header += ["first NaN/Inf step", "NaN/Inf steps", "starts at (s)"]
     header += [f"{layer} norm range" for layer in layers] + ["audio", "log"]
     rows = []
     for run in runs:
@@ -259,6 +266,8 @@ def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
             run.name,
             str(run.steps),
             "" if run.final_loss is None else f"{run.final_loss:.4g}",
+            "" if run.first_spike_step is None else f"{run.first_spike_step} ({run.first_spike_factor or 0:.3g}x)",
+            str(run.spike_steps),
             "" if run.first_nonfinite_step is None else str(run.first_nonfinite_step),
             str(run.nonfinite_steps),
             f"{run.start:.2f}",
@@ -305,6 +314,12 @@ def comparison_figure(logs: list[NormLog], names: list[str], audio: list[Path]) 
         finite = np.where(np.isfinite(log.norms) & (log.norms > 0), log.norms, np.nan)
         for column, layer in enumerate(log.layer_names):
             curves.plot(log.steps, finite[:, column], label=layer, linewidth=1)
+        spikes = log.spikes()[0]
+        spiking = np.argwhere(spikes)
+        if len(spiking):
+            curves.scatter(
+                log.steps[spiking[:, 0]], log.norms[spikes], marker="^", color="orange", s=18, zorder=3, label="spike"
+            )
         bad = log.steps[log.nonfinite.any(axis=1)]
         if len(bad):
             curves.vlines(bad, 0, 1, transform=curves.get_xaxis_transform(), colors="red", alpha=0.25, linewidth=1)

@@ -33,14 +33,26 @@ array([ 440. , 1244.5, 3520. ])
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._errors import SonifyError
+from ._errors import SonifyError, SonifyParameterError
 
-__all__ = ["PRESETS", "SCALES", "LinearMap", "LogMap", "PitchMap", "get_map", "quantize"]
+__all__ = [
+    "PRESETS",
+    "SCALES",
+    "SPIKE_FACTOR",
+    "SPIKE_WINDOW",
+    "LinearMap",
+    "LogMap",
+    "PitchMap",
+    "SpikeDetector",
+    "get_map",
+    "quantize",
+]
 
 #: Pitch classes (semitones above the tonic) of the scales a map can snap to.
 SCALES: dict[str, tuple[int, ...]] = {
@@ -245,3 +257,70 @@ def get_map(
         quantize(np.array([_A4]), scale)  # validates the name
         pitch_map = replace(pitch_map, scale=scale)
     return pitch_map
+
+
+#: A norm at least this many times its layer's running median sounds accented (0: off).
+SPIKE_FACTOR = 10.0
+#: Steps of a layer's own history that the running median looks back over.
+SPIKE_WINDOW = 50
+#: Finite earlier norms a layer needs before a spike can be told from its start.
+_MIN_HISTORY = 10
+
+
+class SpikeDetector:
+    """Find norms far above their own recent behaviour: the spikes that come before a NaN.
+
+    A norm is a **spike** when it is at least ``factor`` times the median of
+    the same layer's previous ``window`` finite norms (at least 10 of them).
+    NaN/Inf norms are alarms, not spikes, and stay out of the history, as do
+    layers without gradient. The detector keeps its history between calls,
+    so blocks of any size (a recorder's flush, a live step, a file's block)
+    give the same answer as the whole run at once.
+
+    Parameters
+    ----------
+    n_layers : int
+    factor : float
+        ``0`` turns detection off.
+    window : int
+
+    Examples
+    --------
+    >>> detector = SpikeDetector(1)
+    >>> norms = np.array([[1.0]] * 20 + [[12.0], [1.5]])
+    >>> np.flatnonzero(detector(norms)[:, 0]).tolist()
+    [20]
+    """
+
+    def __init__(self, n_layers: int, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> None:
+        if not (math.isfinite(factor) and (factor == 0 or factor > 1)):
+            raise SonifyParameterError(
+                f"spike factor {factor!r} is invalid; give a number above 1, or 0 to turn it off"
+            )
+        if not (isinstance(window, int) and window >= _MIN_HISTORY):
+            raise SonifyParameterError(f"spike window {window!r} is invalid; give a whole number of steps >= 10")
+        self.factor, self.window = float(factor), window
+        self._history = np.full((window, n_layers), np.nan)
+
+    def __call__(self, norms: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+        """True where a row of ``norms`` (shape (steps, layers)) spikes; the rows join the history."""
+        return self.detect(norms, missing)[0]
+
+    def detect(self, norms: np.ndarray, missing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The spikes, and each norm's ratio to its running median (NaN where there is none)."""
+        norms = np.asarray(norms, dtype=float)
+        usable = np.isfinite(norms) & (True if missing is None else ~np.asarray(missing, bool))
+        if self.factor == 0 or len(norms) == 0:
+            return np.zeros(norms.shape, bool), np.full(norms.shape, np.nan)
+        joined = np.concatenate([self._history, np.where(usable, norms, np.nan)])
+        # Row i of the block looks back over the `window` rows before it.
+        before = np.lib.stride_tricks.sliding_window_view(joined[:-1], self.window, axis=0)[: len(norms)]
+        counts = np.isfinite(before).sum(axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN history has no median
+            median = np.nanmedian(before, axis=-1)
+        self._history = joined[-self.window :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            known = usable & (counts >= _MIN_HISTORY) & (median > 0)
+            ratios = np.where(known, norms / np.where(known, median, 1.0), np.nan)
+            return known & (ratios >= self.factor), ratios

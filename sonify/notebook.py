@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import replace
 from typing import Any
 
 from .record import NormLog
@@ -39,8 +40,10 @@ def wav_bytes(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS)
     sound = sound or SoundSettings()
     synth = sound.synthesizer(len(log.layer_names))
     windows = max(1, int(max_seconds / synth.step_duration))
+    if log.accents is None:  # spikes found at full resolution, kept by the windows
+        log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0])
     short = log.condense(windows) if len(log) > windows else log
-    samples = synth.synthesize(sound.pitch_map(short.norms)(short.norms), short.missing)
+    samples = synth.synthesize(sound.pitch_map(short.norms)(short.norms), short.missing, short.accents)
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, synth.sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue(), len(samples) / synth.sample_rate

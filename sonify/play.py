@@ -84,6 +84,7 @@ class _LivePlayer:
     ) -> None:
         self.pitch_map = pitch_map
         self.synth = sound.synthesizer(n_voices)
+        self.spikes = sound.spike_detector(n_voices)
         self.stream = LiveStream(
             sound.sample_rate,
             device=device,
@@ -160,13 +161,13 @@ class _LivePlayer:
             self._play_next()
 
     def _play_next(self) -> None:
-        if self.pace:
-            step, norms, missing, when = self._pending.popleft()
-        else:
-            batch = [self._pending.popleft() for _ in range(len(self._pending))]
-            self.skipped += len(batch) - 1
-            step, norms, missing, when = _newest_keeping_alarms(batch)
-        samples = self.synth.synthesize(self.pitch_map(norms[None, :]), missing[None, :])
+        batch = [self._pending.popleft()] if self.pace else [self._pending.popleft() for _ in range(len(self._pending))]
+        self.skipped += len(batch) - 1
+        # Every step goes through the spike detector (its history), and a spike is never skipped either.
+        spikes = self.spikes(np.stack([item[1] for item in batch]), np.stack([item[2] for item in batch]))
+        step, norms, missing, when = _newest_keeping_alarms(batch)
+        accent = spikes.any(axis=0) & ~missing & np.isfinite(norms)
+        samples = self.synth.synthesize(self.pitch_map(norms[None, :]), missing[None, :], accent[None, :])
         if self.timeline is not None:
             self.timeline.append((self.stream.written, step, when))
         self.stream.write(samples, block=False)
@@ -256,8 +257,13 @@ def play(
         synth = sound.synthesizer(len(log.layer_names))
         pitch_map = sound.pitch_map(log.norms)
         steps_per_chunk = max(1, round(_PLAY_CHUNK / synth.step_duration))
+        accents = log.accents if log.accents is not None else log.spikes(sound.spike_factor, sound.spike_window)[0]
         chunks = (
-            synth.synthesize(pitch_map(log.norms[i : i + steps_per_chunk]), log.missing[i : i + steps_per_chunk])
+            synth.synthesize(
+                pitch_map(log.norms[i : i + steps_per_chunk]),
+                log.missing[i : i + steps_per_chunk],
+                accents[i : i + steps_per_chunk],
+            )
             for i in range(0, len(log), steps_per_chunk)
         )
         return _stream_chunks(

@@ -99,13 +99,33 @@ class RunStats:
         self.first_nonfinite_step: int | None = None
         self.first_nonfinite_layers: tuple[str, ...] = ()
         self.missing_counts = np.zeros(count, dtype=np.int64)
+        self.spike_steps = 0
+        self.first_spike_step: int | None = None
+        self.first_spike_layers: tuple[str, ...] = ()
+        self.first_spike_factor: float | None = None
         self._low = np.full(count, np.inf)
         self._high = np.full(count, -np.inf)
 
-    def update(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray) -> None:
-        """Add a block of rows."""
+    def update(
+        self,
+        steps: np.ndarray,
+        norms: np.ndarray,
+        missing: np.ndarray,
+        spikes: np.ndarray | None = None,
+        ratios: np.ndarray | None = None,
+    ) -> None:
+        """Add a block of rows (with their spikes and ratios to the running median, if known)."""
         if len(steps) == 0:
             return
+        if spikes is not None:
+            spiking = np.flatnonzero(spikes.any(axis=1))
+            if spiking.size and self.first_spike_step is None:
+                first = spiking[0]
+                self.first_spike_step = int(steps[first])
+                self.first_spike_layers = tuple(n for n, s in zip(self.layer_names, spikes[first]) if s)
+                if ratios is not None:
+                    self.first_spike_factor = float(np.nanmax(np.where(spikes[first], ratios[first], np.nan)))
+            self.spike_steps += int(spiking.size)
         finite = np.isfinite(norms)
         bad_rows = np.flatnonzero((~finite & ~missing).any(axis=1))
         if bad_rows.size and self.first_nonfinite_step is None:
@@ -135,6 +155,10 @@ class RunStats:
             "nonfinite_steps": self.nonfinite_steps,
             "first_nonfinite_step": self.first_nonfinite_step,
             "first_nonfinite_layers": list(self.first_nonfinite_layers),
+            "spike_steps": self.spike_steps,
+            "first_spike_step": self.first_spike_step,
+            "first_spike_layers": list(self.first_spike_layers),
+            "first_spike_factor": self.first_spike_factor,
             "steps_without_gradient": dict(zip(self.layer_names, self.missing_counts.tolist())),
             "norm_ranges": {k: list(v) if v else None for k, v in self.ranges().items()},
         }
@@ -166,6 +190,9 @@ class NormLog:
     layer_names: tuple[str, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: Where a tone is accented (a spike), when fixed in advance (a condensed log keeps its windows'
+    #: spikes); None: found from the norms as they are played.
+    accents: np.ndarray | None = None
 
     @classmethod
     def from_array(cls, norms: Any, layer_names: Sequence[str] | None = None, metadata: dict | None = None) -> NormLog:
@@ -238,7 +265,28 @@ class NormLog:
         combined = np.where(alarms, worst, combined)
         missing = np.add.reduceat(~self.missing, starts, axis=0) == 0
         ends = np.append(starts[1:], len(self)) - 1
-        return replace(self, norms=combined, missing=missing, steps=self.steps[ends])
+        accents = None if self.accents is None else np.add.reduceat(self.accents, starts, axis=0) > 0
+        return replace(self, norms=combined, missing=missing, steps=self.steps[ends], accents=accents)
+
+    def spikes(self, factor: float = 10.0, window: int = 50) -> tuple[np.ndarray, np.ndarray]:
+        """Where norms spike (see :class:`sonify.mapping.SpikeDetector`), and their ratios to the running median.
+
+        Examples
+        --------
+        >>> log = NormLog.from_array([[1.0]] * 30 + [[50.0]])
+        >>> spikes, ratios = log.spikes()
+        >>> int(spikes.sum()), float(ratios[-1, 0])
+        (1, 50.0)
+        """
+        from .mapping import SpikeDetector
+
+        detector = SpikeDetector(len(self.layer_names), factor, window)
+        found = [
+            detector.detect(self.norms[i : i + 4096], self.missing[i : i + 4096]) for i in range(0, len(self), 4096)
+        ]
+        if not found:
+            return np.zeros(self.norms.shape, bool), np.full(self.norms.shape, np.nan)
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def audio(self, sound: Any = None, max_seconds: float = 60.0) -> Any:
         """The log's sound as an ``IPython.display.Audio`` (long runs condensed to ``max_seconds``)."""
@@ -251,10 +299,10 @@ class NormLog:
 
         return log_html(self)
 
-    def stats(self) -> RunStats:
-        """Summary figures of the whole log (steps, NaN/Inf steps, norm ranges)."""
+    def stats(self, spike_factor: float = 10.0, spike_window: int = 50) -> RunStats:
+        """Summary figures of the whole log (steps, NaN/Inf steps, spikes, norm ranges)."""
         stats = RunStats(self.layer_names)
-        stats.update(self.steps, self.norms, self.missing)
+        stats.update(self.steps, self.norms, self.missing, *self.spikes(spike_factor, spike_window))
         return stats
 
     def __len__(self) -> int:

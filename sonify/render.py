@@ -16,14 +16,14 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
-from .mapping import PitchMap, get_map
+from .mapping import SPIKE_FACTOR, SPIKE_WINDOW, PitchMap, SpikeDetector, get_map
 from .output import AudioFileWriter, check_audio_path
 from .record import NormLog, as_norm_log
 from .synthesize import Synthesizer
@@ -64,6 +64,11 @@ class SoundSettings:
         ``"chord"`` (all layers at once, each at its own pitch).
     stereo : bool
         Spread the layers from left to right across the stereo field.
+    spike_factor : float
+        A norm at least this many times its layer's running median is a
+        spike and sounds accented (brighter, sharper attack); 0 turns it off.
+    spike_window : int
+        Steps of each layer's history the running median looks back over.
     """
 
     mapping: str | PitchMap = "log"
@@ -77,6 +82,12 @@ class SoundSettings:
     sample_format: str = "float"
     mode: str = "sequence"
     stereo: bool = False
+    spike_factor: float = SPIKE_FACTOR
+    spike_window: int = SPIKE_WINDOW
+
+    def spike_detector(self, n_voices: int) -> SpikeDetector:
+        """A detector of spikes with these settings (checks them)."""
+        return SpikeDetector(n_voices, self.spike_factor, self.spike_window)
 
     def pitch_map(self, norms: np.ndarray | None = None) -> PitchMap:
         """The pitch map, fitted to ``norms`` when ``norm_range="auto"``."""
@@ -139,6 +150,7 @@ class _AudioPipeline:
     ) -> None:
         self.pitch_map = pitch_map
         self.synth = sound.synthesizer(n_voices)
+        self.spikes = sound.spike_detector(n_voices)
         self.writer = AudioFileWriter(
             path,
             sound.sample_rate,
@@ -147,11 +159,12 @@ class _AudioPipeline:
             overwrite=overwrite,
         )
 
-    def feed(self, norms: np.ndarray, missing: np.ndarray) -> None:
-        """Synthesize and write a block of steps, in the calling thread."""
-        self.writer.write(self.synth.synthesize(self.pitch_map(norms), missing))
+    def feed(self, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None = None) -> None:
+        """Synthesize and write a block of steps, in the calling thread (spikes found here unless given)."""
+        accents = self.spikes(norms, missing) if accents is None else accents
+        self.writer.write(self.synth.synthesize(self.pitch_map(norms), missing, accents))
 
-    def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, np.ndarray]], workers: int | None = None) -> None:
+    def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, ...]], workers: int | None = None) -> None:
         """Synthesize many blocks on a thread pool, writing them in order.
 
         Planning (pitches, phases) is sequential and cheap; filling samples
@@ -163,8 +176,9 @@ class _AudioPipeline:
         spare: list[np.ndarray] = []
         pending: deque = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="sonify-synth") as pool:
-            for norms, missing in blocks:
-                plan = self.synth.plan(self.pitch_map(norms), missing)
+            for norms, missing, accents in blocks:
+                accents = self.spikes(norms, missing) if accents is None else accents
+                plan = self.synth.plan(self.pitch_map(norms), missing, accents)
                 size = len(norms) * self.synth.step_samples * self.synth.channels
                 buffer = spare.pop() if spare and spare[-1].size >= size else np.empty(size, np.float32)
                 pending.append((pool.submit(self.synth.fill, plan, buffer), buffer))
@@ -244,7 +258,8 @@ def render(
             )
         windows = max(1, int(duration / sound.synthesizer(len(log.layer_names)).step_duration))
         if windows < len(log):
-            log = log.condense(windows, combine)
+            # Spikes are found at full resolution; a window with a spike keeps the accent.
+            log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0]).condense(windows, combine)
         else:
             windows = None
     pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
@@ -257,10 +272,11 @@ def render(
     return RenderResult(Path(out), total_steps, pipeline.writer.duration, nonfinite_steps, windows)
 
 
-def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     for start in range(0, len(log), BLOCK_STEPS):
         stop = min(start + BLOCK_STEPS, len(log))
-        yield log.norms[start:stop], log.missing[start:stop]
+        accents = None if log.accents is None else log.accents[start:stop]
+        yield log.norms[start:stop], log.missing[start:stop], accents
         bar.update(stop - start)
 
 

@@ -34,7 +34,7 @@ from ._errors import SonifyError, SonifyParameterError, SonifyWarning
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
-from .mapping import PitchMap
+from .mapping import PitchMap, SpikeDetector
 from .output import check_audio_path
 from .play import LiveReport, _LivePlayer
 from .record import NormLogWriter, RunStats, StepNorms, log_paths
@@ -235,7 +235,9 @@ class Sonifier:
             self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model))
             # Other ranks only take part in the collective of sharded capture.
             self._capturing = self.rank == 0 or self._capture.sharded
-            self._recorder = _Recorder(self.stats, self._writer, self._audio, flush_interval)
+            self._recorder = _Recorder(
+                self.stats, self._writer, self._audio, flush_interval, self.sound.spike_detector(len(self.layers))
+            )
             stack.callback(self._recorder.close)
             self._hook = OptimizerHook(target, self._record) if target is not None else None
             if self._hook is not None:
@@ -526,8 +528,10 @@ class _Recorder:
         writer: NormLogWriter | None,
         audio: _AudioPipeline | None,
         flush_interval: float,
+        spikes: SpikeDetector,
     ) -> None:
         self.stats = stats
+        self._spikes = spikes
         self.failures: dict[str, str] = {}
         self._sinks: dict[str, Any] = {"norm log": writer, "audio": audio}
         self._paths = {
@@ -614,17 +618,24 @@ class _Recorder:
         steps = np.fromiter((item.step for item in items), dtype=np.int64, count=len(items))
         norms = np.stack([item.norms for item in items]).astype(np.float64)
         missing = np.stack([item.missing for item in items])
-        first_bad = self.stats.first_nonfinite_step
+        first_bad, first_spike = self.stats.first_nonfinite_step, self.stats.first_spike_step
         new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
-        self.stats.update(steps, norms, missing)
+        spikes, ratios = self._spikes.detect(norms, missing)
+        self.stats.update(steps, norms, missing, spikes, ratios)
         failed = {}
         for part, write in (("norm log", self._write_log), ("audio", self._write_audio)):
             if self._sinks[part] is not None:
                 try:
-                    write(steps, norms, missing)
+                    write(steps, norms, missing, spikes)
                 except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
                     failed[part] = _describe(exc)
         self.fail_many(failed, step=int(steps[0]))
+        if first_spike is None and self.stats.first_spike_step is not None:
+            self._news.append(
+                f"step {self.stats.first_spike_step}: gradient norm of {', '.join(self.stats.first_spike_layers)} "
+                f"spiked to {self.stats.first_spike_factor:.3g}x its running median; spikes sound accented "
+                "and the summary counts them"
+            )
         if first_bad is None and self.stats.first_nonfinite_step is not None:
             self._news.append(
                 f"step {self.stats.first_nonfinite_step}: gradient norm of "
@@ -637,10 +648,10 @@ class _Recorder:
                 "sounds as a rest; select other layers to silence this warning"
             )
 
-    def _write_log(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray) -> None:
+    def _write_log(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, spikes: np.ndarray) -> None:
         self._sinks["norm log"].append(steps, norms, missing)
 
-    def _write_audio(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray) -> None:
+    def _write_audio(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, spikes: np.ndarray) -> None:
         audio = self._sinks["audio"]
-        audio.feed(norms, missing)
+        audio.feed(norms, missing, spikes)
         audio.writer.flush()  # the WAV header follows the log: readable after kill -9

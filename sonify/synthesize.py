@@ -14,7 +14,11 @@ hold:
 * a NaN or infinite norm: the **alarm**, a chord of three partials (C6, F#6,
   C7, a tritone and an octave) that no single finite norm can produce, since
   those always sound as one pure sine;
-* a layer with no gradient this step (frozen, unused): silence, a rest.
+* a layer with no gradient this step (frozen, unused): silence, a rest;
+* an **accented** tone (a spike: a norm far above its layer's recent
+  median): the same pitch, brighter (its 2nd and 3rd harmonics join in) and
+  with a sharp 0.25 ms attack; no ordinary tone has harmonics, and the alarm
+  is not harmonic (C6, F#6, C7), so neither can be mistaken for it.
 
 In ``mode="chord"`` all voices sound at once for each step (one tone length,
 then the gap), each at its own pitch; their sum is scaled so that it can never
@@ -41,13 +45,15 @@ import numpy as np
 
 from ._errors import SonifyError
 
-__all__ = ["ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "MODES", "NYQUIST_FRACTION", "Synthesizer"]
+__all__ = ["ACCENT_PARTIALS", "ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "MODES", "NYQUIST_FRACTION", "Synthesizer"]
 
 #: How the voices of one step are laid out in time.
 MODES = ("sequence", "chord")
 
 #: Frequencies of the alarm chord that marks NaN/Inf norms.
 ALARM_PARTIALS_HZ = (1046.5, 1480.0, 2093.0)
+#: Harmonics and their gains in an accented tone (a spike). Their peak stays below the alarm's.
+ACCENT_PARTIALS = ((1, 0.7), (2, 0.45), (3, 0.3))
 #: Lowest pitch played; lower mapped pitches are raised to it.
 MIN_FREQ_HZ = 20.0
 #: Highest pitch played, as a fraction of the sample rate (always below it).
@@ -121,6 +127,10 @@ class Synthesizer:
         self._row_offsets = np.arange(self._grid[0], dtype=np.float32) * self._grid[1]
         self._col_offsets = np.arange(self._grid[1], dtype=np.float32)
         self._alarm = self._alarm_wave()
+        self._accent_envelope = np.ones(self.tone_samples, np.float32)
+        attack = _raised_cosine(max(1, min(round(0.00025 * sample_rate), fade_samples)))
+        self._accent_envelope[: attack.size] = attack
+        self._accent_envelope[self.tone_samples - self._fade.size :] = self._fade[::-1]
         self._phase = np.zeros(n_voices)  # radians, where each voice's next tone starts
 
     @property
@@ -132,7 +142,9 @@ class Synthesizer:
         """Frequencies limited to the playable band (NaN stays NaN)."""
         return np.clip(freqs, MIN_FREQ_HZ, self.max_freq)
 
-    def synthesize(self, freqs: np.ndarray, rests: np.ndarray | None = None) -> np.ndarray:
+    def synthesize(
+        self, freqs: np.ndarray, rests: np.ndarray | None = None, accents: np.ndarray | None = None
+    ) -> np.ndarray:
         """Samples for a block of steps, continuing the phase of earlier blocks.
 
         Parameters
@@ -141,15 +153,17 @@ class Synthesizer:
             Pitch of each tone in Hz; NaN (or any non-finite value) sounds the alarm.
         rests : ndarray of bool, same shape, optional
             True where the voice is silent (no gradient this step).
+        accents : ndarray of bool, same shape, optional
+            True where the tone is accented (a spike).
 
         Returns
         -------
         ndarray of float32, shape (steps * step_samples,), or (steps * step_samples, 2) in stereo
         """
-        plan = self.plan(freqs, rests)
+        plan = self.plan(freqs, rests, accents)
         return self.fill(plan)
 
-    def plan(self, freqs: np.ndarray, rests: np.ndarray | None = None) -> _BlockPlan:
+    def plan(self, freqs: np.ndarray, rests: np.ndarray | None = None, accents: np.ndarray | None = None) -> _BlockPlan:
         """Fix pitches and start phases of a block and advance the voices.
 
         Splitting :meth:`synthesize` into ``plan`` (cheap, sequential) and
@@ -167,7 +181,8 @@ class Synthesizer:
         starts = np.cumsum(advance, axis=0) - advance + self._phase
         if len(freqs):
             self._phase = np.remainder(starts[-1] + advance[-1], 2.0 * math.pi)
-        return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest)
+        accent = None if accents is None else np.asarray(accents, bool) & ~silent
+        return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest, accent)
 
     def fill(self, plan: _BlockPlan, out: np.ndarray | None = None) -> np.ndarray:
         """Samples of a planned block (pure: safe to call from several threads).
@@ -206,7 +221,18 @@ class Synthesizer:
             tones[plan.alarm] = self._alarm
         if plan.rest.any():
             tones[plan.rest] = 0.0
+        if plan.accent is not None and plan.accent.any():
+            tones[plan.accent] = self._accented(plan.start[plan.accent], plan.omega[plan.accent])
         return tones
+
+    def _accented(self, start: np.ndarray, omega: np.ndarray) -> np.ndarray:
+        """Accented tones (rare: computed directly): harmonics 1-3 below the band's top, sharp attack."""
+        phase = start[:, None] + omega[:, None] * np.arange(self.tone_samples)
+        wave = np.zeros(phase.shape)
+        for harmonic, gain in ACCENT_PARTIALS:
+            audible = (harmonic * omega * self.sample_rate / (2.0 * math.pi) < self.max_freq)[:, None]
+            wave += np.where(audible, gain * np.sin(harmonic * phase), 0.0)
+        return (self.amplitude * wave * self._accent_envelope).astype(np.float32)
 
     def _voice_gains(self, voices: int, stereo: bool) -> np.ndarray | None:
         """(voices, channels) gains, or None for the mono sequence (gain 1 everywhere)."""
@@ -258,10 +284,12 @@ class Synthesizer:
 class _BlockPlan:
     """Per-tone angular frequency, start phase and slot kind of one block."""
 
-    __slots__ = ("alarm", "omega", "rest", "start")
+    __slots__ = ("accent", "alarm", "omega", "rest", "start")
 
-    def __init__(self, omega: np.ndarray, start: np.ndarray, alarm: np.ndarray, rest: np.ndarray) -> None:
-        self.omega, self.start, self.alarm, self.rest = omega, start, alarm, rest
+    def __init__(
+        self, omega: np.ndarray, start: np.ndarray, alarm: np.ndarray, rest: np.ndarray, accent: np.ndarray | None
+    ) -> None:
+        self.omega, self.start, self.alarm, self.rest, self.accent = omega, start, alarm, rest, accent
 
 
 def _raised_cosine(samples: int) -> np.ndarray:

@@ -283,3 +283,16 @@ def test_params_all_and_weight_runs_keep_their_own_files(tmp_path):
         "lenet-digits-sgd-lr0.01-bs10-m0.5-3steps-seed0-log.norms.csv",
         "lenet-digits-sgd-lr0.01-bs10-m0.5-params-all-3steps-seed0-log.norms.csv",
     ]
+
+
+def test_a_diverging_run_spikes_before_its_first_nan(tmp_path):
+    result = run_sonify(
+        "train", "--lr", "1.0", "--batch-size", "256", "--dataset", "digits", "--steps", "20", "--no-progress",
+        "-o", str(tmp_path / "diverge.wav"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = sonify.load_norms(tmp_path / "diverge.norms.csv").metadata["summary"]
+    assert summary["first_spike_step"] < summary["first_nonfinite_step"]  # the warning comes before the alarm
+    assert "spikes:" in result.stdout and "they sound accented" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("sonify: warning:")]
+    assert "spiked to" in warnings[0] and "NaN/Inf" in warnings[1]

@@ -84,7 +84,13 @@ def test_figure_has_curves_on_a_log_scale_and_spectrograms(tmp_path):
         assert curves.get_yscale() == "log" and curves.get_ylabel() == "gradient norm"
         assert [line.get_label() for line in curves.get_lines()][:3] == ["a", "b", "c"]
         assert spectrum.get_ylabel() == "frequency (Hz)" and spectrum.images
-    assert len(axes[0].collections) == 0 and len(axes[2].collections) == 1  # NaN/Inf marked in the wild run only
+    assert len(axes[0].collections) == 0  # the calm run: neither spikes nor NaN/Inf
+    marks = {type(c).__name__: c for c in axes[2].collections}
+    assert "LineCollection" in marks  # NaN/Inf steps marked in the wild run
+    wild_spikes = logs[1].spikes()[0]
+    if wild_spikes.any():  # and its spikes, one triangle each
+        assert len(marks["PathCollection"].get_offsets()) == wild_spikes.sum()
+    assert result.runs[1].spike_steps == int(wild_spikes.any(axis=1).sum())
 
 
 def test_compare_existing_logs_from_the_command_line(tmp_path):

@@ -38,7 +38,9 @@ def test_playing_a_norm_log_sounds_its_pitches_in_order(sound_server, tmp_path):
         result = play(log, device="pulse")
     assert result.underruns == 0 and result.duration == pytest.approx(15 * 0.04)
     synth = SOUND.synthesizer(2)
-    expected = synth.synthesize(SOUND.pitch_map()(norms))
+    # A rising run spikes (each norm far above its running median): those tones are accented, as in a WAV.
+    accents = sonify.load_norms(log).spikes()[0]
+    expected = synth.synthesize(SOUND.pitch_map()(norms), None, accents)
     (start,) = frames_played(recording.samples, [expected])  # sample-exact, in order
     heard = recording.samples[start : start + len(expected)]
     pitches = decode_tones(heard, synth.sample_rate, 2, synth.tone_samples, synth.gap_samples)
@@ -150,3 +152,27 @@ def test_stereo_plays_to_the_end(sound_server, tmp_path):
         timeout=60,
     )
     assert cli.returncode == 0 and "played 0.1 s" in cli.stdout, cli.stderr
+
+
+def test_a_spike_in_a_skipped_step_is_still_heard_live(sound_server):
+    player = _LivePlayer(SOUND, 2, SOUND.pitch_map(), device="pulse")
+    player.timeline = []
+    rng = np.random.default_rng(3)
+    with sound_server.capture() as recording:
+        for step in range(1, 301):  # far faster than the sound: most steps are skipped live
+            norms = np.exp(rng.normal(0, 0.1, 2))
+            if step == 150:
+                norms[0] *= 40
+            player.push(step, norms, np.zeros(2, bool), time.perf_counter())
+            time.sleep(0.002)
+        report = player.close()
+    assert report.skipped > 100
+    synth = SOUND.synthesizer(2)
+    captured = recording.samples
+    voiced = np.flatnonzero(captured)
+    heard = captured[voiced[0] - 1 : voiced[-1] + synth.gap_samples]
+    slots = [heard[i : i + synth.tone_samples] for i in range(0, len(heard) - synth.tone_samples, synth.tone_samples)]
+    harmonic = [
+        peaks for peaks in (spectral_peaks(slot, SOUND.sample_rate, threshold=0.2) for slot in slots) if len(peaks) >= 2
+    ]
+    assert any(abs(peaks[1] / peaks[0] - 2) < 0.1 for peaks in harmonic), "the spike at step 150 was not heard"

@@ -103,10 +103,47 @@ def test_duration_must_be_positive(tmp_path):
 def test_default_sound_decodes_back_to_the_norms_within_a_tenth_of_a_percent(tmp_path):
     rng = np.random.default_rng(0)
     norms = 10 ** rng.uniform(-4, 4, (40, 4))  # the whole default range, 10 ms tones
-    render(norms, tmp_path / "default.wav")
+    sound = SoundSettings(spike_factor=0)  # random jumps of decades would be spikes: plain tones here
+    render(norms, tmp_path / "default.wav", sound=sound)
     audio, rate = soundfile.read(tmp_path / "default.wav", dtype="float32")
-    sound = SoundSettings()
     synth = sound.synthesizer(4)
     estimates = decode_tones(audio, rate, 4, synth.tone_samples, synth.gap_samples)
     decoded = sound.pitch_map().inverse(refine_tones(audio, synth, estimates))
     np.testing.assert_allclose(decoded, norms, rtol=1e-4)  # the issue asks 0.1%; least squares gets ~1e-6
+
+
+def accented_steps(audio, synth, voice):
+    """Steps whose tone in ``voice`` has harmonics: the accent, read from the samples alone."""
+    found = []
+    for step in range(len(audio) // synth.step_samples):
+        start = step * synth.step_samples + voice * synth.tone_samples
+        peaks = spectral_peaks(audio[start : start + synth.tone_samples], synth.sample_rate, threshold=0.2)
+        if len(peaks) >= 2 and abs(peaks[1] / peaks[0] - 2) < 0.05:
+            found.append(step)
+    return found
+
+
+def test_spikes_are_heard_exactly_where_they_happen(tmp_path):
+    rng = np.random.default_rng(1)
+    norms = np.exp(rng.normal(0, 0.2, (120, 2)))  # a calm run: within a factor of two of 1
+    norms[[40, 90], 0] *= 25  # two spikes in layer 0
+    norms[70, 1] = np.nan  # and an alarm, which is not a spike
+    sound = SoundSettings(tone_duration=0.03)
+    result = render(norms, tmp_path / "spikes.wav", sound=sound)
+    audio, _ = soundfile.read(tmp_path / "spikes.wav", dtype="float32")
+    synth = sound.synthesizer(2)
+    assert accented_steps(audio, synth, 0) == [40, 90] and accented_steps(audio, synth, 1) == []
+    stats = sonify.NormLog.from_array(norms).stats()
+    assert (stats.first_spike_step, stats.spike_steps, stats.first_spike_layers) == (41, 2, ("layer0",))
+    assert stats.first_spike_factor == pytest.approx(25, rel=0.5)
+    assert result.nonfinite_steps == 1
+
+
+def test_a_condensed_run_keeps_its_spikes(tmp_path):
+    norms = np.ones((20_000, 1)) * np.exp(np.random.default_rng(2).normal(0, 0.1, (20_000, 1)))
+    norms[12_345, 0] = 500.0
+    sound = SoundSettings(tone_duration=0.03)
+    result = render(norms, tmp_path / "long.wav", sound=sound, duration=6.0)
+    audio, _ = soundfile.read(tmp_path / "long.wav", dtype="float32")
+    found = accented_steps(audio, sound.synthesizer(1), 0)
+    assert len(found) == 1 and found[0] == 12_345 * result.windows // 20_000  # its window, accented

@@ -146,3 +146,18 @@ def test_stereo_chord_decodes_per_channel():
 def test_unknown_mode_is_a_clear_error():
     with pytest.raises(SonifyError, match="unknown mode 'arpeggio'"):
         Synthesizer(2, mode="arpeggio")
+
+
+def test_an_accented_tone_is_brighter_but_keeps_its_pitch_and_never_outshouts_the_alarm():
+    from conftest import spectral_peaks
+
+    synth = Synthesizer(3, tone_duration=0.03)
+    freqs = np.array([[600.0, 600.0, np.nan]])
+    audio = synth.synthesize(freqs, accents=np.array([[False, True, True]]))  # an alarm cannot be accented
+    plain, accented, alarm = audio[: 3 * synth.tone_samples].reshape(3, synth.tone_samples)
+    assert np.allclose(spectral_peaks(plain, 44100), [600], atol=3)
+    assert np.allclose(spectral_peaks(accented, 44100, threshold=0.2), [600, 1200, 1800], atol=3)  # harmonics
+    assert np.abs(accented).max() < np.abs(alarm).max()  # the alarm stays the loudest thing
+    assert np.abs(np.diff(audio)).max() < 0.1  # a sharper attack, still no click
+    high = Synthesizer(1).synthesize(np.array([[15000.0]]), accents=np.array([[True]]))
+    assert max(spectral_peaks(high[: Synthesizer(1).tone_samples], 44100)) < 0.45 * 44100  # no aliasing partials
