@@ -23,7 +23,7 @@ from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
 from .output import SAMPLE_FORMATS, check_audio_path
 from .record import RunStats, load_norms, log_paths
-from .render import SoundSettings, render
+from .render import SoundSettings, check_render_path, render
 from .stream import DEFAULT_LATENCY
 from .synthesize import MODES
 
@@ -724,7 +724,7 @@ def _train_grid(
 
 @main.command(name="render")
 @click.argument("log", type=click.Path(path_type=Path))
-@_output_options("Audio file (.wav or .flac) [default: the log's name with .wav].")
+@_output_options("Audio file (.wav or .flac) or MIDI file (.mid) [default: the log's name with .wav].")
 @click.option("--drop-incomplete", is_flag=True, help="Ignore a cut-off last line in the log.")
 @_duration_options
 @_sound_options
@@ -741,7 +741,7 @@ def render_command(
     """Render a recorded norm log (LOG: a .norms.csv, or TensorBoard logs) to audio, without training."""
     sound = _sound_settings(**sound_options)
     out = out or _default_render_path(log)
-    check_audio_path(out, overwrite=overwrite)  # before reading a possibly long log
+    check_render_path(out, overwrite=overwrite)  # before reading a possibly long log
     norm_log = load_norms(log, drop_incomplete=drop_incomplete)
     result = render(
         norm_log, out, sound=sound, progress=not no_progress, duration=duration, combine=combine, overwrite=overwrite

@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
+from ._files import check_new_file
 from .mapping import SPIKE_FACTOR, SPIKE_WINDOW, PitchMap, SpikeDetector, get_map
+from .midi import MIDI_SUFFIXES
 from .output import AudioFileWriter, check_audio_path
 from .record import NormLog, as_norm_log
 from .synthesize import Synthesizer
 
-__all__ = ["RenderResult", "SoundSettings", "render"]
+__all__ = ["RenderResult", "SoundSettings", "check_render_path", "render"]
 
 #: Steps synthesized per block: ~1 minute of audio for 4 layers, ~10 MB.
 BLOCK_STEPS = 1024
@@ -214,7 +216,8 @@ def render(
     source : NormLog, path or array
         A norm log (or its path), or a (steps, layers) array of norms.
     out : str or PathLike
-        ``.wav`` or ``.flac`` file to write.
+        ``.wav`` or ``.flac`` file to write, or ``.mid`` for a MIDI file
+        (see :mod:`sonify.midi`; needs ``pip install 'sonify[midi]'``).
     sound : SoundSettings, optional
         Mapping, timing and format; the defaults otherwise.
     progress : bool
@@ -245,7 +248,7 @@ def render(
     (2, 1)
     """
     sound = sound or SoundSettings()
-    check_audio_path(out, overwrite=overwrite)
+    midi = check_render_path(out, overwrite=overwrite)
     if combine not in ("mean", "max"):
         raise SonifyParameterError(f"combine={combine!r} is not understood; use 'mean' or 'max'")
     log = as_norm_log(source, drop_incomplete=drop_incomplete)
@@ -262,6 +265,8 @@ def render(
             log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0]).condense(windows, combine)
         else:
             windows = None
+    if midi:
+        return RenderResult(Path(out), total_steps, _render_midi(log, out, sound, overwrite), nonfinite_steps, windows)
     pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
     bar = _progress_bar(len(log), "render", enabled=progress)
     try:
@@ -270,6 +275,35 @@ def render(
         bar.close()
         pipeline.close()
     return RenderResult(Path(out), total_steps, pipeline.writer.duration, nonfinite_steps, windows)
+
+
+def check_render_path(out: str | os.PathLike, *, overwrite: bool = False) -> bool:
+    """Check that :func:`render` may write ``out`` (audio or MIDI), before anything is read; True for MIDI."""
+    if Path(out).suffix.lower() in MIDI_SUFFIXES:
+        check_new_file(Path(out), overwrite=overwrite)
+        return True
+    check_audio_path(out, overwrite=overwrite)
+    return False
+
+
+def _render_midi(log: NormLog, out: str | os.PathLike, sound: SoundSettings, overwrite: bool) -> float:
+    """The same pitches, rests, alarms and accents as the audio, as MIDI notes (see :mod:`sonify.midi`)."""
+    from .midi import write_midi
+
+    synth = sound.synthesizer(len(log.layer_names))
+    accents = log.accents if log.accents is not None else log.spikes(sound.spike_factor, sound.spike_window)[0]
+    freqs = synth.clamp(sound.pitch_map(log.norms)(log.norms))
+    return write_midi(
+        out,
+        freqs,
+        log.missing,
+        accents & ~log.missing,
+        tone_duration=synth.tone_samples / synth.sample_rate,
+        gap=synth.gap_samples / synth.sample_rate,
+        chord=sound.mode == "chord",
+        layer_names=log.layer_names,
+        overwrite=overwrite,
+    )
 
 
 def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:

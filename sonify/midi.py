@@ -1,0 +1,146 @@
+"""Write a run as a standard MIDI file, to play on your own instruments.
+
+The same events as the audio, as notes (needs ``pip install 'sonify[midi]'``,
+which brings mido; imported only when a ``.mid`` file is written):
+
+* one track per voice (layer), on its own channel (channel 10 is left to
+  the drums); each step's tone is a note at the mapped pitch: the nearest
+  semitone plus a pitch bend for the cents (bend range set to +/-2
+  semitones on every channel), or exactly the note when a ``scale`` is set;
+* a layer without gradient is a rest (no note);
+* NaN/Inf is a crash cymbal (General MIDI percussion note 49) on channel
+  10, in a track of its own;
+* a spike is the same note, louder: velocity 127 instead of 80;
+* time follows the sound settings: one tone is 120 ticks (a sixteenth note
+  at 480 per beat), the tempo is set so that it lasts ``tone_duration``, and
+  the gap after each step lasts ``gap``; in chord mode a step's notes start
+  together.
+
+Examples
+--------
+>>> import numpy as np, tempfile, sonify
+>>> out = tempfile.mkdtemp() + "/run.mid"
+>>> sonify.render(np.array([[0.5, 2.0], [np.nan, 1.0]]), out).steps
+2
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import SonifyIOError
+from ._files import check_new_file, create_exclusive, os_error_reason
+from ._optional import require
+
+__all__ = ["ALARM_NOTE", "MIDI_SUFFIXES", "SPIKE_VELOCITY", "TICKS_PER_BEAT", "TICKS_PER_TONE", "write_midi"]
+
+#: File suffixes written as MIDI.
+MIDI_SUFFIXES = (".mid", ".midi")
+TICKS_PER_BEAT = 480
+TICKS_PER_TONE = 120
+#: General MIDI percussion: Crash Cymbal 1, on channel 10 (index 9).
+ALARM_NOTE = 49
+_DRUMS = 9
+VELOCITY = 80
+SPIKE_VELOCITY = 127
+BEND_RANGE = 2.0  # semitones either way
+
+
+def write_midi(
+    path: str | os.PathLike,
+    freqs: np.ndarray,
+    rests: np.ndarray,
+    accents: np.ndarray,
+    *,
+    tone_duration: float,
+    gap: float,
+    chord: bool = False,
+    layer_names: tuple[str, ...] = (),
+    overwrite: bool = False,
+) -> float:
+    """Write pitches (Hz; NaN = alarm) as a MIDI file; returns its length in seconds.
+
+    Parameters
+    ----------
+    path : path
+        The ``.mid`` file (created exclusively unless ``overwrite``).
+    freqs, rests, accents : ndarray, shape (steps, voices)
+        The mapped (and clamped) pitches, the rests and the spikes, as the synthesizer gets them.
+    tone_duration, gap : float
+        Seconds per tone and after each step.
+    chord : bool
+        All voices of a step at once.
+    layer_names : tuple of str
+        Track names.
+    """
+    mido = require("mido", extra="midi", purpose="writing MIDI files")
+    path = Path(path)
+    check_new_file(path, overwrite=overwrite)
+    steps, voices = freqs.shape
+    tone = TICKS_PER_TONE
+    gap_ticks = round(gap / tone_duration * tone)
+    step_ticks = (1 if chord else voices) * tone + gap_ticks
+    tempo = round(tone_duration * 1e6 * TICKS_PER_BEAT / tone)  # microseconds per beat
+    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
+    midi.tracks.append(conductor)
+    alarms: list[int] = []
+    for voice in range(voices):
+        channel = _channel(voice)
+        name = layer_names[voice] if voice < len(layer_names) else f"voice {voice}"
+        events: list[tuple[int, int, mido.Message]] = []  # (tick, order, message)
+        for control, value in ((101, 0), (100, 0), (6, int(BEND_RANGE)), (38, 0)):  # RPN 0: bend range
+            events.append((0, 0, mido.Message("control_change", channel=channel, control=control, value=value)))
+        offset = 0 if chord else voice * tone
+        for step in range(steps):
+            start = step * step_ticks + offset
+            if rests[step, voice]:
+                continue
+            if not math.isfinite(freqs[step, voice]):
+                alarms.append(start)
+                continue
+            note, bend = _note_and_bend(float(freqs[step, voice]))
+            velocity = SPIKE_VELOCITY if accents[step, voice] else VELOCITY
+            events.append((start, 1, mido.Message("pitchwheel", channel=channel, pitch=bend)))
+            events.append((start, 2, mido.Message("note_on", channel=channel, note=note, velocity=velocity)))
+            events.append((start + tone, 0, mido.Message("note_off", channel=channel, note=note, velocity=0)))
+        midi.tracks.append(_track(mido, name, events))
+    drums = []
+    for start in sorted(set(alarms)):
+        drums.append((start, 1, mido.Message("note_on", channel=_DRUMS, note=ALARM_NOTE, velocity=SPIKE_VELOCITY)))
+        drums.append((start + tone, 0, mido.Message("note_off", channel=_DRUMS, note=ALARM_NOTE, velocity=0)))
+    midi.tracks.append(_track(mido, "NaN/Inf alarm", drums))
+    fd = create_exclusive(path, overwrite=overwrite)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            midi.save(file=file)
+    except OSError as exc:
+        raise SonifyIOError(f"cannot write MIDI file {path}: {os_error_reason(exc)}") from None
+    return steps * step_ticks * tone_duration / tone
+
+
+def _channel(voice: int) -> int:
+    """Channels 0-15 without the drums' 9; beyond 15 voices channels are shared (and so are their bends)."""
+    melodic = [c for c in range(16) if c != _DRUMS]
+    return melodic[voice % len(melodic)]
+
+
+def _note_and_bend(freq: float) -> tuple[int, int]:
+    """Nearest MIDI note and the pitch-wheel value (-8192..8191) for the rest, at +/-2 semitones."""
+    exact = 69.0 + 12.0 * math.log2(freq / 440.0)
+    note = min(127, max(0, round(exact)))
+    bend = round((exact - note) / BEND_RANGE * 8192)
+    return note, max(-8192, min(8191, bend))
+
+
+def _track(mido: object, name: str, events: list) -> object:
+    track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+    now = 0
+    for tick, _, message in sorted(events, key=lambda event: (event[0], event[1])):
+        track.append(message.copy(time=tick - now))
+        now = tick
+    return track

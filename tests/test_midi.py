@@ -1,0 +1,103 @@
+"""MIDI files: read back with mido, they give the pitches, timing, alarms and spikes of the audio."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sonify
+from conftest import ROOT
+from sonify.midi import ALARM_NOTE, SPIKE_VELOCITY, TICKS_PER_TONE
+
+mido = pytest.importorskip("mido")
+
+
+def notes(path):
+    """(start in seconds, channel, frequency in Hz, velocity) of every note, from the file alone."""
+    midi = mido.MidiFile(path)
+    found = []
+    for track in midi.tracks[1:]:
+        tick, bends = 0, {}
+        for message in track:
+            tick += message.time
+            if message.type == "pitchwheel":
+                bends[message.channel] = message.pitch
+            if message.type == "note_on" and message.velocity > 0:
+                semitones = message.note + 2.0 * bends.get(message.channel, 0) / 8192 - 69
+                seconds = mido.tick2second(tick, midi.ticks_per_beat, midi.tracks[0][0].tempo)
+                found.append((seconds, message.channel, 440.0 * 2 ** (semitones / 12), message.velocity))
+    return sorted(found)
+
+
+def test_a_run_as_midi_reads_back_to_its_pitches_and_timing(tmp_path):
+    rng = np.random.default_rng(0)
+    norms = np.exp(rng.normal(0, 0.2, (60, 3)))
+    norms[45, 0] *= 30  # a spike
+    norms[50, 2] = np.nan  # an alarm
+    log = sonify.NormLog.from_array(norms, ["conv1", "conv2", "fc"])
+    log.missing[20, 1] = True  # a rest
+    log.norms[20, 1] = np.nan
+    sound = sonify.SoundSettings()
+    result = sonify.render(log, tmp_path / "run.mid", sound=sound)
+    synth = sound.synthesizer(3)
+    assert result.duration == pytest.approx(60 * synth.step_duration)
+    heard = notes(tmp_path / "run.mid")
+    tones = [n for n in heard if n[1] != 9]
+    assert len(tones) == 60 * 3 - 2  # every tone but the rest and the alarm
+    expected = sound.pitch_map()(norms)
+    for seconds, channel, freq, velocity in tones:
+        step, voice = divmod(round(seconds / 0.01), 5)[0], channel  # 3 tones + a 2-tone gap per step
+        assert seconds == pytest.approx(step * synth.step_duration + voice * 0.01, abs=1e-6)
+        assert 1200 * abs(np.log2(freq / expected[step, voice])) < 0.5  # note + bend within half a cent
+        assert (velocity == SPIKE_VELOCITY) == (step == 45 and voice == 0)
+    alarms = [n for n in heard if n[1] == 9]
+    assert [round(n[0], 6) for n in alarms] == [round(50 * synth.step_duration + 2 * 0.01, 6)]
+    assert all(
+        msg.note == ALARM_NOTE for msg in mido.MidiFile(tmp_path / "run.mid").tracks[-1] if msg.type == "note_on"
+    )
+
+
+def test_a_scale_gives_plain_notes_and_chord_mode_starts_them_together(tmp_path):
+    norms = np.array([[0.01, 1.0], [0.1, 10.0]])
+    sound = sonify.SoundSettings(scale="major", mode="chord", tone_duration=0.02)
+    sonify.render(norms, tmp_path / "chord.mid", sound=sound)
+    midi = mido.MidiFile(tmp_path / "chord.mid")
+    assert all(msg.pitch == 0 for track in midi.tracks for msg in track if msg.type == "pitchwheel")  # exact notes
+    starts = [round(n[0], 6) for n in notes(tmp_path / "chord.mid")]
+    step = sound.synthesizer(2).step_duration
+    assert starts == [0.0, 0.0, round(step, 6), round(step, 6)]
+    assert mido.tick2second(TICKS_PER_TONE, midi.ticks_per_beat, midi.tracks[0][0].tempo) == pytest.approx(0.02)
+
+
+def test_midi_from_the_command_line_and_its_one_line_errors(tmp_path):
+    (tmp_path / "run.norms.csv").write_text("step,a\n1,0.5\n2,2.0\n")
+    command = [
+        sys.executable,
+        "-m",
+        "sonify.cli",
+        "render",
+        str(tmp_path / "run.norms.csv"),
+        "-o",
+        str(tmp_path / "r.mid"),
+    ]
+    first = subprocess.run([*command, "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0 and len(notes(tmp_path / "r.mid")) == 2, first.stderr
+    again = subprocess.run([*command, "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 1 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "mido.py").write_text("raise ImportError('No module named mido', name='mido')\n")
+    missing = subprocess.run(
+        [*command[:-1], str(tmp_path / "other.mid"), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.strip()
+        == "sonify: error: writing MIDI files needs mido, which is not installed: pip install 'sonify[midi]'"
+    )
+    assert not (tmp_path / "other.mid").exists()
