@@ -179,6 +179,13 @@ def _sound_options(command: Callable) -> Callable:
         ),
         click.option("--stereo", is_flag=True, help="Spread the layers from left to right across the stereo field."),
         click.option(
+            "--loudness",
+            type=click.Choice(["iso226", "flat"]),
+            default="iso226",
+            show_default=True,
+            help="iso226: every pitch equally loud (ISO 226:2023 contour at 60 phon); flat: one amplitude for all.",
+        ),
+        click.option(
             "--spike-factor",
             type=_Finite(0.0, 1e12),
             default=10.0,
@@ -305,6 +312,7 @@ def _sound_settings(
     stereo: bool,
     spike_factor: float,
     spike_window: int,
+    loudness: str,
 ) -> SoundSettings:
     if 0 < spike_factor <= 1:
         raise click.BadParameter(
@@ -324,6 +332,7 @@ def _sound_settings(
         stereo=stereo,
         spike_factor=spike_factor,
         spike_window=spike_window,
+        loudness=loudness,
     )
 
 

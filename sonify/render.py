@@ -71,6 +71,9 @@ class SoundSettings:
         spike and sounds accented (brighter, sharper attack); 0 turns it off.
     spike_window : int
         Steps of each layer's history the running median looks back over.
+    loudness : str
+        ``"iso226"``: every pitch equally loud (ISO 226:2023 at 60 phon);
+        ``"flat"``: the same amplitude for every pitch.
     """
 
     mapping: str | PitchMap = "log"
@@ -86,6 +89,7 @@ class SoundSettings:
     stereo: bool = False
     spike_factor: float = SPIKE_FACTOR
     spike_window: int = SPIKE_WINDOW
+    loudness: str = "iso226"
 
     def spike_detector(self, n_voices: int) -> SpikeDetector:
         """A detector of spikes with these settings (checks them)."""
@@ -117,7 +121,15 @@ class SoundSettings:
             fade=self.fade,
             mode=self.mode,
             stereo=self.stereo,
+            loudness=self.loudness,
+            pitch_band=self._pitch_band(),
         )
+
+    def _pitch_band(self) -> tuple[float, float]:
+        """Lowest and highest pitch the map can play (maps rise with the norm)."""
+        pitch_map = get_map(self.mapping, scale=self.scale)
+        low, high = pitch_map(np.array([0.0, 1e300]))
+        return float(low), float(high)
 
     def describe(self, pitch_map: PitchMap | None = None) -> dict[str, Any]:
         """JSON-friendly settings (with the map actually used)."""

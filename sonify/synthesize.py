@@ -45,13 +45,46 @@ import numpy as np
 
 from ._errors import SonifyError
 
-__all__ = ["ACCENT_PARTIALS", "ALARM_PARTIALS_HZ", "MIN_FREQ_HZ", "MODES", "NYQUIST_FRACTION", "Synthesizer"]
+__all__ = [
+    "ACCENT_PARTIALS",
+    "ALARM_PARTIALS_HZ",
+    "LOUDNESS",
+    "MIN_FREQ_HZ",
+    "MODES",
+    "NYQUIST_FRACTION",
+    "Synthesizer",
+    "equal_loudness_db",
+]
 
 #: How the voices of one step are laid out in time.
 MODES = ("sequence", "chord")
 
 #: Frequencies of the alarm chord that marks NaN/Inf norms.
 ALARM_PARTIALS_HZ = (1046.5, 1480.0, 2093.0)
+#: How tones are made equally loud: by the ISO 226:2023 contour ("iso226"), or not at all ("flat").
+LOUDNESS = ("iso226", "flat")
+#: Sound pressure level (dB) of a pure tone heard as loud as 60 dB at 1 kHz (60 phon), ISO 226:2023,
+#: at the standard's 29 frequencies (Hz). A tone's gain follows this contour, so every pitch sounds alike.
+_ISO226_HZ = (20, 25, 31.5, 40, 50, 63, 80, 100, 125, 160, 200, 250, 315, 400, 500, 630, 800, 1000, 1250, 1600,
+              2000, 2500, 3150, 4000, 5000, 6300, 8000, 10000, 12500)  # fmt: skip
+_ISO226_60_PHON_DB = (109.51, 104.23, 99.08, 94.18, 89.96, 85.94, 82.05, 78.65, 75.56, 72.47, 69.86, 67.53, 65.39,
+                      63.45, 62.05, 60.82, 59.89, 60.01, 62.15, 63.19, 59.96, 57.26, 56.42, 57.57, 60.89, 66.36,
+                      71.66, 73.16, 68.63)  # fmt: skip
+
+
+def equal_loudness_db(freqs: np.ndarray) -> np.ndarray:
+    """Level (dB SPL) at which a pure tone of each frequency sounds as loud as 60 dB at 1 kHz (ISO 226:2023).
+
+    Interpolated linearly over log-frequency between the standard's points, held beyond its ends.
+
+    Examples
+    --------
+    >>> equal_loudness_db(np.array([1000.0, 3150.0])).round(2)
+    array([60.01, 56.42])
+    """
+    return np.interp(np.log(np.asarray(freqs, dtype=float)), np.log(_ISO226_HZ), _ISO226_60_PHON_DB)
+
+
 #: Harmonics and their gains in an accented tone (a spike). Their peak stays below the alarm's.
 ACCENT_PARTIALS = ((1, 0.7), (2, 0.45), (3, 0.3))
 #: Lowest pitch played; lower mapped pitches are raised to it.
@@ -83,6 +116,15 @@ class Synthesizer:
         ``"chord"`` (all voices at once).
     stereo : bool
         Pan the voices from left (first) to right (last); two channels.
+    loudness : str
+        ``"flat"`` (default here): every tone at ``amplitude``; ``"iso226"``
+        (the default of :class:`~sonify.SoundSettings`): each tone's amplitude
+        follows the ISO 226:2023 equal-loudness contour at 60 phon, so that a
+        change of pitch is not also heard as a change of loudness.
+    pitch_band : (float, float), optional
+        Lowest and highest pitch the map plays (default: the whole playable
+        band). Under ``"iso226"`` the pitch of the band where the ear is least
+        sensitive keeps the full amplitude; all others are turned down.
     """
 
     def __init__(
@@ -96,6 +138,8 @@ class Synthesizer:
         fade: float = 0.002,
         mode: str = "sequence",
         stereo: bool = False,
+        loudness: str = "flat",
+        pitch_band: tuple[float, float] | None = None,
     ) -> None:
         if n_voices < 1:
             raise SonifyError("nothing to play: no layers were selected; check the layer selection")
@@ -105,6 +149,8 @@ class Synthesizer:
             raise SonifyError(f"amplitude {amplitude} is out of range; use a value in (0, 0.5]")
         if mode not in MODES:
             raise SonifyError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if loudness not in LOUDNESS:
+            raise SonifyError(f"unknown loudness {loudness!r}; choose one of {', '.join(LOUDNESS)}")
         gap = 2.0 * tone_duration if gap is None else gap
         self.mode = mode
         self.channels = 2 if stereo else 1
@@ -127,6 +173,13 @@ class Synthesizer:
         self._row_offsets = np.arange(self._grid[0], dtype=np.float32) * self._grid[1]
         self._col_offsets = np.arange(self._grid[1], dtype=np.float32)
         self._alarm = self._alarm_wave()
+        # Equal loudness: the least sensitive pitch the map can play keeps the full amplitude, every other
+        # pitch is turned down to sound as loud; nothing gets louder, so nothing can clip.
+        self.loudness = loudness
+        low, high = pitch_band or (MIN_FREQ_HZ, self.max_freq)
+        low, high = (min(max(MIN_FREQ_HZ, f), self.max_freq) for f in (low, high))
+        band = np.geomspace(low, max(low, high), 512)
+        self._loudest_db = float(equal_loudness_db(band).max())
         self._accent_envelope = np.ones(self.tone_samples, np.float32)
         attack = _raised_cosine(max(1, min(round(0.00025 * sample_rate), fade_samples)))
         self._accent_envelope[: attack.size] = attack
@@ -182,7 +235,11 @@ class Synthesizer:
         if len(freqs):
             self._phase = np.remainder(starts[-1] + advance[-1], 2.0 * math.pi)
         accent = None if accents is None else np.asarray(accents, bool) & ~silent
-        return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest, accent)
+        gain = None
+        if self.loudness == "iso226":
+            played = np.where(silent, 1000.0, self.clamp(np.nan_to_num(freqs, nan=1000.0)))
+            gain = 10.0 ** ((np.minimum(equal_loudness_db(played), self._loudest_db) - self._loudest_db) / 20.0)
+        return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest, accent, gain)
 
     def fill(self, plan: _BlockPlan, out: np.ndarray | None = None) -> np.ndarray:
         """Samples of a planned block (pure: safe to call from several threads).
@@ -222,7 +279,8 @@ class Synthesizer:
         if plan.rest.any():
             tones[plan.rest] = 0.0
         if plan.accent is not None and plan.accent.any():
-            tones[plan.accent] = self._accented(plan.start[plan.accent], plan.omega[plan.accent])
+            gain = 1.0 if plan.gain is None else plan.gain[plan.accent][:, None]
+            tones[plan.accent] = gain * self._accented(plan.start[plan.accent], plan.omega[plan.accent])
         return tones
 
     def _accented(self, start: np.ndarray, omega: np.ndarray) -> np.ndarray:
@@ -264,7 +322,9 @@ class Synthesizer:
         np.multiply(omega, self._col_offsets, out=angles[:, :, 1, :cols])
         sines, cosines = np.sin(angles), np.cos(angles)
         left = np.stack((sines[:, :, 0, :rows], cosines[:, :, 0, :rows]), axis=-1)
-        left *= self.amplitude
+        left *= (
+            self.amplitude if plan.gain is None else (self.amplitude * plan.gain).astype(np.float32)[..., None, None]
+        )
         right = np.stack((cosines[:, :, 1, :cols], sines[:, :, 1, :cols]), axis=-2)
         if rows * cols == self.tone_samples:
             np.matmul(left, right, out=tones.reshape((*tones.shape[:2], rows, cols)))
@@ -284,12 +344,18 @@ class Synthesizer:
 class _BlockPlan:
     """Per-tone angular frequency, start phase and slot kind of one block."""
 
-    __slots__ = ("accent", "alarm", "omega", "rest", "start")
+    __slots__ = ("accent", "alarm", "gain", "omega", "rest", "start")
 
     def __init__(
-        self, omega: np.ndarray, start: np.ndarray, alarm: np.ndarray, rest: np.ndarray, accent: np.ndarray | None
+        self,
+        omega: np.ndarray,
+        start: np.ndarray,
+        alarm: np.ndarray,
+        rest: np.ndarray,
+        accent: np.ndarray | None,
+        gain: np.ndarray | None = None,
     ) -> None:
-        self.omega, self.start, self.alarm, self.rest, self.accent = omega, start, alarm, rest, accent
+        self.omega, self.start, self.alarm, self.rest, self.accent, self.gain = omega, start, alarm, rest, accent, gain
 
 
 def _raised_cosine(samples: int) -> np.ndarray:
