@@ -307,7 +307,7 @@ class SpikeDetector:
         return self.detect(norms, missing)[0]
 
     def detect(self, norms: np.ndarray, missing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The spikes, and each norm's ratio to its running median (NaN where there is none)."""
+        """The spikes, and their ratios to the running median (NaN where a norm cannot be a spike)."""
         norms = np.asarray(norms, dtype=float)
         usable = np.isfinite(norms) & (True if missing is None else ~np.asarray(missing, bool))
         if self.factor == 0 or len(norms) == 0:
@@ -315,12 +315,38 @@ class SpikeDetector:
         joined = np.concatenate([self._history, np.where(usable, norms, np.nan)])
         # Row i of the block looks back over the `window` rows before it.
         before = np.lib.stride_tricks.sliding_window_view(joined[:-1], self.window, axis=0)[: len(norms)]
-        counts = np.isfinite(before).sum(axis=-1)
-        with warnings.catch_warnings():
+        finite = np.isfinite(joined[:-1]).astype(np.int64)
+        totals = np.concatenate([np.zeros((1, finite.shape[1]), np.int64), np.cumsum(finite, axis=0)])
+        counts = (totals[self.window :] - totals[: -self.window])[: len(norms)]  # finite values in each window
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN history has no median
-            median = np.nanmedian(before, axis=-1)
+            # The median is at least the smallest value: only norms above factor x that can spike, and
+            # only their windows need the (costly) median. In a calm run that is almost none.
+            lowest = _sliding_fmin(joined[:-1], self.window)[: len(norms)]
+            candidates = usable & (counts >= _MIN_HISTORY) & (norms >= self.factor * lowest)
+            median = np.full(norms.shape, np.nan)
+            chosen = np.nonzero(candidates)
+            if chosen[0].size:
+                windows = before[chosen]
+                median[chosen] = np.median(windows, axis=-1)
+                patchy = np.isnan(windows).any(axis=-1)  # a gap in the history: the slower NaN-aware median
+                if patchy.any():
+                    median[tuple(index[patchy] for index in chosen)] = np.nanmedian(windows[patchy], axis=-1)
         self._history = joined[-self.window :]
         with np.errstate(invalid="ignore", divide="ignore"):
-            known = usable & (counts >= _MIN_HISTORY) & (median > 0)
+            known = candidates & (median > 0)
             ratios = np.where(known, norms / np.where(known, median, 1.0), np.nan)
             return known & (ratios >= self.factor), ratios
+
+
+def _sliding_fmin(values: np.ndarray, window: int) -> np.ndarray:
+    """Smallest non-NaN value of each run of ``window`` rows (row i: rows i .. i+window-1), column by column.
+
+    Doubling spans (1, 2, 4, ...) take about log2(window) passes over contiguous rows, instead of one
+    strided pass per window.
+    """
+    span, table = 1, values
+    while 2 * span <= window:
+        table = np.fmin(table[:-span], table[span:])
+        span *= 2
+    return np.fmin(table[: len(values) - window + 1], table[window - span : window - span + len(values) - window + 1])
