@@ -71,6 +71,7 @@ class RunSummary:
     first_spike_step: int | None = None
     spike_steps: int = 0
     first_spike_factor: float | None = None
+    first_spike_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,12 +253,13 @@ def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundS
         first_spike_step=stats.first_spike_step,
         spike_steps=stats.spike_steps,
         first_spike_factor=stats.first_spike_factor,
+        first_spike_layers=stats.first_spike_layers,
     )
 
 
 def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
     layers = list(dict.fromkeys(layer for run in runs for layer in run.ranges))
-    header = ["run", "steps", "final loss", "first spike step (x median)", "spike steps"]
+    header = ["run", "steps", "final loss", "first spike step (layers, x median)", "spike steps"]
     header += ["first NaN/Inf step", "NaN/Inf steps", "starts at (s)"]
     header += [f"{layer} norm range" for layer in layers] + ["audio", "log"]
     rows = []
@@ -266,7 +268,9 @@ def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
             run.name,
             str(run.steps),
             "" if run.final_loss is None else f"{run.final_loss:.4g}",
-            "" if run.first_spike_step is None else f"{run.first_spike_step} ({run.first_spike_factor or 0:.3g}x)",
+            ""
+            if run.first_spike_step is None
+            else f"{run.first_spike_step} ({' '.join(run.first_spike_layers)}, {run.first_spike_factor or 0:.3g}x)",
             str(run.spike_steps),
             "" if run.first_nonfinite_step is None else str(run.first_nonfinite_step),
             str(run.nonfinite_steps),

@@ -108,3 +108,19 @@ def test_compare_existing_logs_from_the_command_line(tmp_path):
     assert [row["run"] for row in rows] == ["first", "second"] and rows[1]["first NaN/Inf step"] == "31"
     both = run_sonify("compare", paths[0], "--lr", "0.1")
     assert both.returncode == 1 and "not both" in both.stderr
+
+
+def test_the_summary_reports_spikes_like_nan(tmp_path):
+    calm = np.exp(np.random.default_rng(4).normal(0, 0.1, (80, 2)))
+    spiky = calm.copy()
+    spiky[60, 1] *= 40
+    result = compare(
+        [NormLog.from_array(calm, ["a", "b"]), NormLog.from_array(spiky, ["a", "b"])],
+        tmp_path,
+        names=["calm", "spiky"],
+        figure=False,
+    )
+    with open(result.table_csv) as file:
+        rows = list(csv.DictReader(file))
+    assert rows[0]["first spike step (layers, x median)"] == "" and rows[0]["spike steps"] == "0"
+    assert rows[1]["first spike step (layers, x median)"].startswith("61 (b, ") and rows[1]["spike steps"] == "1"
