@@ -122,6 +122,7 @@ _CLI_NAMES = {
     "dataset": "--dataset ",
     "mapping": "--map ",
     "norm_range": "--norm-range ",
+    "wait": "--wait",
 }
 
 
@@ -551,21 +552,45 @@ def _pick_device(device: str) -> str:
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
+@click.option("--follow", is_flag=True, help="Follow a log that is still being written (- for standard input).")
+@click.option(
+    "--wait",
+    type=_Finite(0.0, 1e9),
+    default=None,
+    help="With --follow: seconds to wait for the log to appear [default: for ever].",
+)
 @_live_options
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_sound_options
 @click.pass_context
 def play(
-    ctx: click.Context, source: Path, output_device: str | None, latency: float, no_progress: bool, **sound_options: Any
+    ctx: click.Context,
+    source: Path,
+    follow: bool,
+    wait: float | None,
+    output_device: str | None,
+    latency: float,
+    no_progress: bool,
+    **sound_options: Any,
 ) -> None:
     """Play a recorded run: SOURCE is a norm log (.norms.csv) or an audio file.
 
     A norm log is synthesized on the fly with the sound options below; an
     audio file is played as it is. Ctrl-C stops it.
+
+    \b
+    With --follow, SOURCE is a norm log that another process is still writing
+    (or - for standard input), heard as it grows until Ctrl-C:
+      ssh gpu-box tail -n +1 -F runs/x.norms.csv | sonify play --follow -
     """
     from .play import play as play_source
 
     sound = _sound_settings(**sound_options)
+    if wait is not None and not follow:
+        raise SonifyError("--wait only applies to --follow; add --follow")
+    if follow:
+        _follow(ctx, source, sound, output_device, latency, wait)
+        return
     try:
         result = play_source(source, device=output_device, sound=sound, progress=not no_progress, latency=latency)
     except KeyboardInterrupt:
@@ -574,6 +599,28 @@ def play(
     click.echo(
         f"sonify play: played {result.duration:.1f} s of {result.source} on {result.device!r}, {result.underruns} underruns"
     )
+
+
+def _follow(
+    ctx: click.Context,
+    source: Path,
+    sound: SoundSettings,
+    output_device: str | None,
+    latency: float,
+    wait: float | None,
+) -> None:
+    from .follow import follow
+
+    def notice(text: str) -> None:
+        click.echo(f"sonify: {text}", err=True)
+
+    try:
+        report = follow(source, device=output_device, sound=sound, latency=latency, wait=wait, notice=notice)
+    except KeyboardInterrupt as interrupt:  # the usual way to stop following a file
+        report = getattr(interrupt, "report", None)
+        if report is None:
+            ctx.exit(130)
+    click.echo(f"sonify play: {report.describe()}")
 
 
 @main.command()
@@ -657,6 +704,13 @@ def compare_command(
         raise SonifyError("give norm logs to compare, or grid options (--optimizer/--lr/--batch-size), not both")
     if logs:
         runs, audio_files = [load_norms(path) for path in logs], None
+        for run in runs:
+            if run.running:
+                click.echo(
+                    f"sonify: {run.path} is still being written (or its run was killed): its {len(run)} "
+                    "complete steps so far are compared",
+                    err=True,
+                )
     else:
         grid = (
             [(o, lr, b) for o in optimizers or ["sgd"] for lr in lrs or [0.01] for b in batch_sizes or [10]]
@@ -761,7 +815,12 @@ def render_command(
             [result.path],
             "sonify render: done",
             {
-                "log": str(norm_log.path or log),
+                "log": str(norm_log.path or log)
+                + (
+                    " (still being written, or its run was killed: every complete step so far)"
+                    if norm_log.running
+                    else ""
+                ),
                 "audio": f"{result.duration:.1f} s, {sound.mapping} map"
                 + (
                     f", {result.steps} steps combined into {result.windows} windows ({combine})"

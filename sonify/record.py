@@ -305,6 +305,11 @@ class NormLog:
         stats.update(self.steps, self.norms, self.missing, *self.spikes(spike_factor, spike_window))
         return stats
 
+    @property
+    def running(self) -> bool:
+        """Whether the run that writes this log had not finished when it was read (or was killed)."""
+        return _is_running(self.metadata)
+
     def __len__(self) -> int:
         return len(self.steps)
 
@@ -527,7 +532,10 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
     if len(set(names)) != len(names) or not all(names):
         raise SonifyError(f"{csv_path}:1: layer names in the header must be unique and non-empty")
     body = records[1:]
-    if body and not text.endswith("\n") and len(body[-1]) != len(header):
+    metadata = _read_metadata(meta_path)
+    if body and not text.endswith("\n") and _is_running(metadata):
+        body = body[:-1]  # a run still being written: its last line may be cut short, even if it parses
+    elif body and not text.endswith("\n") and len(body[-1]) != len(header):
         if not drop_incomplete:
             raise SonifyError(
                 f"{csv_path}:{len(lines)}: last line is incomplete ({len(body[-1])} of {len(header)} fields); "
@@ -563,7 +571,7 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
             raise SonifyError(f"{csv_path}:{line}: step {steps[index]} does not follow step {steps[index - 1]}")
     if (norms[~missing] < 0).any():
         raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
-    return NormLog(norms, missing, steps, names, _read_metadata(meta_path), csv_path)
+    return NormLog(norms, missing, steps, names, metadata, csv_path)
 
 
 def as_norm_log(source: Any, *, drop_incomplete: bool = False) -> NormLog:
@@ -614,6 +622,11 @@ def _resolve_log(path: Path) -> tuple[Path, Path]:
     if not csv_path.exists():
         raise SonifyError(f"{path} has no norm log beside it ({csv_path.name}); give the .norms.csv file")
     return csv_path, meta_path
+
+
+def _is_running(metadata: dict[str, Any]) -> bool:
+    """A sonify log whose run has not closed it yet (still training, or killed)."""
+    return bool(metadata) and "sonify" in metadata and not metadata.get("closed")
 
 
 def _read_metadata(meta_path: Path) -> dict[str, Any]:

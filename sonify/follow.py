@@ -1,0 +1,287 @@
+"""Follow a norm log that another process is still writing, and hear it live.
+
+``sonify play --follow RUN.norms.csv`` (or :func:`follow`) plays a log as it
+grows: on this machine, or on a shared or mounted folder (NFS, sshfs: the
+file is polled, no change events are needed), or from standard input, so
+that a run on a remote machine is heard through ssh::
+
+    ssh gpu-box tail -n +1 -F runs/x.norms.csv | sonify play --follow -
+
+What it copes with:
+
+* a log that does not exist yet: it waits (``wait`` seconds at most), saying so once;
+* a half-written last line: it waits for the rest, and never plays a partial row;
+* a log truncated or replaced by a new run (or a new header on standard
+  input): it says so and starts the new run;
+* a training loop faster than the sound: the same latency policy as
+  ``train --live`` (the newest step is played, every NaN/Inf alarm and every
+  spike is kept, the skipped steps are counted).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from ._errors import SonifyError, SonifyParameterError
+from .record import STEP_COLUMNS
+from .render import SoundSettings
+from .stream import DEFAULT_LATENCY
+
+__all__ = ["FollowReport", "follow"]
+
+#: Seconds between looks at a file that has not grown (also what a mounted folder needs: no inotify).
+POLL_INTERVAL = 0.05
+
+
+@dataclass(frozen=True)
+class FollowReport:
+    """What :func:`follow` heard."""
+
+    source: str
+    runs: int
+    steps: int
+    played: int
+    skipped: int
+    underruns: int
+    bad_lines: int
+
+    def describe(self) -> str:
+        """One line for the end of ``sonify play --follow``."""
+        text = f"followed {self.source}: {self.steps} steps"
+        if self.runs > 1:
+            text += f" in {self.runs} runs"
+        text += f", {self.played} played, {self.skipped} skipped to keep up (alarms and spikes kept)"
+        text += f", {self.underruns} underruns"
+        if self.bad_lines:
+            text += f", {self.bad_lines} unreadable lines ignored"
+        return text
+
+
+class _Run:
+    """The columns of one run's header, and how its rows are read."""
+
+    def __init__(self, header: list[str], where: str) -> None:
+        names = [name.strip().lstrip("\ufeff") for name in header]
+        self.step_column = next((i for i, name in enumerate(names) if name.lower() in STEP_COLUMNS), None)
+        if self.step_column is None or len(names) < 2:
+            raise SonifyError(
+                f"{where}: expected a norm log header with a step column ({', '.join(STEP_COLUMNS)}) and one "
+                f"column per layer; found {names[:6]}"
+            )
+        self.columns = [i for i in range(len(names)) if i != self.step_column]
+        self.layer_names = tuple(names[i] for i in self.columns)
+        self.width = len(names)
+
+    def parse(self, cells: list[str]) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """A row, or None when it is not one (wrong width, not numbers)."""
+        if len(cells) != self.width:
+            return None
+        try:
+            step = float(cells[self.step_column])
+            if not (math.isfinite(step) and step == int(step)):
+                return None
+            values = [cells[i].strip() for i in self.columns]
+            missing = np.array([not value for value in values])
+            norms = np.array([float(value) if value else math.nan for value in values])
+        except ValueError:
+            return None
+        if (norms[~missing] < 0).any():
+            return None
+        return int(step), norms, missing
+
+
+def _is_header(cells: list[str]) -> bool:
+    return any(cell.strip().lstrip("\ufeff").lower() in STEP_COLUMNS for cell in cells)
+
+
+def _lines_of_file(path: Path, wait: float | None, notice: Callable[[str], None]) -> Iterator[str | None]:
+    """Complete lines of a growing file (None between polls); ``"\\0new"`` when it was truncated or replaced."""
+    deadline = None if wait is None else time.monotonic() + wait
+    if not path.exists():
+        notice(f"waiting for {path} to appear (Ctrl-C to stop)")
+    while not path.exists():
+        if deadline is not None and time.monotonic() > deadline:
+            raise SonifyError(f"{path} did not appear within {wait:g} s; check the path, or give a longer {{wait}}")
+        time.sleep(0.1)
+        yield None
+    if path.is_dir():
+        raise SonifyParameterError(f"{path} is a folder; give the .norms.csv file of the run, or - for standard input")
+    while True:
+        file = open(path, "rb")  # noqa: SIM115  kept open across the generator's pauses
+        try:
+            identity = os.fstat(file.fileno()).st_ino
+            pending = b""
+            while True:
+                chunk = file.read(1 << 16)
+                if chunk:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", errors="replace")
+                    continue
+                if _was_replaced(path, file, identity):
+                    break
+                yield None
+                time.sleep(POLL_INTERVAL)
+        finally:
+            file.close()
+        yield "\0new"
+        while not path.exists():
+            time.sleep(0.1)
+            yield None
+
+
+def _was_replaced(path: Path, file: IO[bytes], identity: int) -> bool:
+    """The path now names another file (a new run), or ours shrank (truncated and rewritten)."""
+    try:
+        if os.stat(path).st_ino != identity:
+            return True
+    except FileNotFoundError:
+        return False  # removed: keep reading what we have; a new file is noticed when it appears
+    return os.fstat(file.fileno()).st_size < file.tell()
+
+
+def _lines_of_stream(stream: IO[str]) -> Iterator[str | None]:
+    """Lines of a pipe, read on a thread so the caller can still be interrupted; None while waiting."""
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, name="sonify-stdin", daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            yield None
+            continue
+        if line is None:
+            return
+        if line.endswith("\n"):
+            yield line[:-1]
+        # A last line without newline at the end of the stream is a partial row: never played.
+
+
+def follow(
+    source: str | os.PathLike,
+    *,
+    device: int | str | None = None,
+    sound: SoundSettings | None = None,
+    latency: float = DEFAULT_LATENCY,
+    wait: float | None = None,
+    notice: Callable[[str], None] = print,
+    stdin: IO[str] | None = None,
+) -> FollowReport:
+    """Play a norm log live while another process writes it; returns when the input ends.
+
+    Parameters
+    ----------
+    source : path or "-"
+        The ``.norms.csv`` being written, or ``"-"`` for standard input.
+    device, latency
+        Output device and buffering, as for :func:`sonify.play`.
+    sound : SoundSettings, optional
+        Fixed bounds only: ``norm_range="auto"`` needs the whole run.
+    wait : float, optional
+        Seconds to wait for the file to appear; None waits for ever.
+    notice : callable
+        Receives one-line notices (waiting, a new run).
+
+    Returns
+    -------
+    FollowReport
+        When standard input ends. A file is followed until Ctrl-C
+        (``KeyboardInterrupt``, re-raised with the report attached as ``report``).
+    """
+    from .play import _LivePlayer
+
+    sound = sound or SoundSettings()
+    if isinstance(sound.norm_range, str):
+        raise SonifyParameterError(
+            "a followed run is heard as it grows, so norm_range='auto' (the whole run) is not possible; "
+            "give fixed bounds LOW:HIGH or leave it out"
+        )
+    if wait is not None and not (math.isfinite(wait) and wait >= 0):
+        raise SonifyParameterError(f"wait={wait!r} is invalid; give seconds >= 0")
+    label = "standard input" if str(source) == "-" else str(source)
+    lines = _lines_of_stream(stdin or sys.stdin) if str(source) == "-" else _lines_of_file(Path(source), wait, notice)
+    pitch_map = sound.pitch_map()
+    run: _Run | None = None
+    player = None
+    totals = {"runs": 0, "steps": 0, "played": 0, "skipped": 0, "underruns": 0, "bad": 0}
+    last_step = None
+
+    def finish(drain: bool) -> None:
+        nonlocal player
+        if player is not None:
+            report = player.close(drain=drain)
+            totals["played"] += report.played
+            totals["skipped"] += report.skipped
+            totals["underruns"] += report.underruns
+            player = None
+
+    def report() -> FollowReport:
+        return FollowReport(
+            label,
+            totals["runs"],
+            totals["steps"],
+            totals["played"],
+            totals["skipped"],
+            totals["underruns"],
+            totals["bad"],
+        )
+
+    try:
+        for line in lines:
+            if line is None:
+                if player is not None and player.failure is not None:
+                    raise SonifyError(f"live playback stopped: {player.failure}")
+                continue
+            if line == "\0new":
+                notice(f"{label} was truncated or replaced: a new run; starting over")
+                finish(drain=True)
+                run, last_step = None, None
+                continue
+            if not line.strip():
+                continue
+            cells = next(csv.reader([line]))
+            if run is None or (_is_header(cells) and run.parse(cells) is None):
+                if run is not None:
+                    notice(f"a new header in {label}: a new run; starting over")
+                    finish(drain=True)
+                run, last_step = _Run(cells, label), None
+                player = _LivePlayer(sound, len(run.layer_names), pitch_map, device=device, latency=latency)
+                totals["runs"] += 1
+                continue
+            row = run.parse(cells)
+            if row is None or (last_step is not None and row[0] <= last_step):
+                totals["bad"] += 1  # a torn or garbled line (a copy tool's), never a partial row played
+                continue
+            last_step = row[0]
+            totals["steps"] += 1
+            player.push(row[0], row[1], row[2], time.perf_counter())
+    except KeyboardInterrupt as interrupt:
+        finish(drain=False)
+        interrupt.report = report()
+        raise
+    except BaseException:
+        finish(drain=False)
+        raise
+    finish(drain=True)
+    if totals["runs"] == 0:
+        raise SonifyError(f"{label} ended before a norm log header arrived; it is not a norm log")
+    return report()

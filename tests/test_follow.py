@@ -1,0 +1,215 @@
+"""Following a log that another process writes: real processes, heard through the private sound server."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import sonify
+from conftest import ROOT, frames_played, run_sonify
+
+SOUND = sonify.SoundSettings()
+
+WRITER = textwrap.dedent(
+    """
+    import math, os, sys, time
+    path, rows, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    time.sleep(1.0)  # the follower starts first and waits for the file
+    with open(path, "w") as log:
+        log.write("step,conv,fc\\n"); log.flush(); time.sleep(1.0)  # the player opens the sound card
+        for step in range(1, rows + 1):
+            conv, fc = 0.5 + 0.01 * step, "nan" if step == 12 else str(2.0 + 0.02 * step)
+            line = f"{step},{conv},{fc}\\n"
+            if step == 7:  # a half-written line: the rest comes later
+                log.write(line[:5]); log.flush(); time.sleep(0.4)
+                line = line[5:]
+            log.write(line); log.flush()
+            time.sleep(pause)
+    """
+)
+
+
+def expected_frames(norms, missing=None):
+    """What the live player must have played for these rows, one step at a time."""
+    synth, spikes = SOUND.synthesizer(norms.shape[1]), SOUND.spike_detector(norms.shape[1])
+    missing = np.zeros(norms.shape, bool) if missing is None else missing
+    frames = []
+    for row, gaps in zip(norms, missing):
+        accent = spikes(row[None], gaps[None])
+        frames.append(synth.synthesize(SOUND.pitch_map()(row[None]), gaps[None], accent))
+    return frames
+
+
+def rows_of(count):
+    steps = np.arange(1, count + 1)
+    norms = np.stack([0.5 + 0.01 * steps, 2.0 + 0.02 * steps], 1)
+    norms[11, 1] = np.nan
+    return norms
+
+
+def test_a_log_written_by_another_process_is_heard_row_by_row(sound_server, tmp_path):
+    log = tmp_path / "run.norms.csv"
+    with sound_server.capture() as recording:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "sonify.cli", "play", "--follow", str(log), "--wait", "30"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        writer = subprocess.run([sys.executable, "-c", WRITER, str(log), "20", "0.1"], timeout=60)
+        assert writer.returncode == 0
+        time.sleep(1.0)  # the last rows play out
+        follower.send_signal(signal.SIGINT)  # the usual way to stop following
+        stdout, stderr = follower.communicate(timeout=30)
+    assert follower.returncode == 0, stderr
+    assert f"sonify: waiting for {log} to appear" in stderr
+    assert "followed" in stdout and "20 steps, 20 played, 0 skipped" in stdout
+    # Every row, in order, sample for sample; the NaN of row 12 as the alarm; the torn row 7 once, whole.
+    frames_played(recording.samples, expected_frames(rows_of(20)))
+
+
+def test_standard_input_from_a_pipe(sound_server, tmp_path):
+    norms = rows_of(15)
+    with sound_server.capture() as recording:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "sonify.cli", "play", "--follow", "-"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        follower.stdin.write("step,conv,fc\n")
+        follower.stdin.flush()
+        time.sleep(1.5)  # as `ssh ... tail -F` delivers it: the header, then rows as they are written
+        for step, (conv, fc) in enumerate(norms, start=1):
+            follower.stdin.write(f"{step},{float(conv)!r},{float(fc)!r}\n")
+            follower.stdin.flush()
+            time.sleep(0.1)
+        follower.stdin.write("16,0.5")  # a last line cut off by the end of the pipe: never played
+        follower.stdin.close()
+        follower.wait(timeout=60)
+        stdout, stderr = follower.stdout.read(), follower.stderr.read()
+    assert follower.returncode == 0, stderr
+    assert "followed standard input: 15 steps, 15 played, 0 skipped" in stdout
+    frames_played(recording.samples, expected_frames(norms))
+
+
+def test_a_replaced_log_starts_a_new_run(sound_server, tmp_path):
+    log = tmp_path / "run.norms.csv"
+    log.write_text("step,a,b\n" + "".join(f"{i},0.5,1.0\n" for i in range(1, 6)))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "sonify.cli", "play", "--follow", str(log)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3.0)
+        fresh = tmp_path / "fresh.csv"
+        fresh.write_text("step,a,b,c\n" + "".join(f"{i},0.1,0.2,0.3\n" for i in range(1, 5)))
+        os.replace(fresh, log)  # a new run under the same name
+        time.sleep(2.0)
+        with open(log, "r+") as file:  # and then truncated and rewritten in place
+            file.truncate(0)
+            file.write("step,x\n1,0.25\n2,0.5\n")
+        time.sleep(2.0)
+        follower.send_signal(signal.SIGINT)
+        stdout, stderr = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, stderr
+    assert stderr.count("was truncated or replaced: a new run; starting over") == 2
+    assert "11 steps in 3 runs" in stdout
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (None, ("--wait", "0.5"), "did not appear within 0.5 s; check the path, or give a longer --wait"),
+        (lambda path: path.write_bytes(b"\x00\x01binary\n"), (), "expected a norm log header with a step column"),
+        (lambda path: path.mkdir(), (), "is a folder"),
+        (lambda path: path.write_text("step,a\n1,2\n"), ("--norm-range", "auto"), "norm_range='auto'"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, make, args, message):
+    path = tmp_path / "run.norms.csv"
+    if make is not None:
+        make(path)
+    result = run_sonify("play", "--follow", str(path), *args, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("sonify: error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_wait_needs_follow(tmp_path):
+    result = run_sonify("play", str(tmp_path / "x.norms.csv"), "--wait", "3")
+    assert result.returncode == 1 and "--wait only applies to --follow" in result.stderr
+
+
+def test_render_and_compare_of_a_run_still_being_written(tmp_path):
+    import torch
+
+    from conftest import make_model, train
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "live.wav", flush_interval=0.05)
+    train(model, optimizer, 6)
+    time.sleep(0.4)  # flushed: 6 rows on disk, the run not closed
+    with open(son.log_path, "a") as log:
+        log.write("7,0.12")  # what a reader may meet: a row cut short that still parses
+    rendered = run_sonify("render", str(son.log_path), "-o", str(tmp_path / "so-far.wav"), "--no-progress")
+    assert rendered.returncode == 0, rendered.stderr
+    assert "still being written" in rendered.stdout and "steps: 6" in rendered.stdout
+    compared = run_sonify("compare", str(son.log_path), "-o", str(tmp_path / "cmp"), "--no-figure")
+    assert compared.returncode == 0 and "its 6 complete steps so far are compared" in compared.stderr
+    son.close()
+
+
+TRAINING = textwrap.dedent(
+    """
+    import sys, time, torch
+    import sonify
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with sonify.Sonifier(model, optimizer, out=sys.argv[1], audio=False, flush_interval=0.05):  # headless: log only
+        time.sleep(1.0)
+        for _ in range(30):
+            optimizer.zero_grad()
+            model(torch.randn(16, 4)).square().mean().backward()
+            optimizer.step()
+            time.sleep(0.05)
+    """
+)
+
+
+def test_the_readme_recipe_a_headless_run_followed_from_another_process(sound_server, tmp_path):
+    log = tmp_path / "remote.norms.csv"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "sonify.cli", "play", "--follow", str(log)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        trained = subprocess.run([sys.executable, "-c", TRAINING, str(tmp_path / "remote.wav")], cwd=ROOT, timeout=120)
+        assert trained.returncode == 0 and not (tmp_path / "remote.wav").exists()
+        time.sleep(1.0)
+        follower.send_signal(signal.SIGINT)
+        stdout, stderr = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, stderr
+    assert len(sonify.load_norms(log)) == 30 and "30 steps" in stdout
