@@ -16,6 +16,7 @@ from conftest import ROOT
         "bench_synthesis.py",
         "bench_memory.py",
         "bench_live.py",
+        "bench_follow.py",
         "bench_resnet.py",
         "bench_gpu_sync.py",
     ],
