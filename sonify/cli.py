@@ -123,6 +123,7 @@ _CLI_NAMES = {
     "mapping": "--map ",
     "norm_range": "--norm-range ",
     "wait": "--wait",
+    "tags": "--tags ",
 }
 
 
@@ -559,6 +560,13 @@ def _pick_device(device: str) -> str:
     default=None,
     help="With --follow: seconds to wait for the log to appear [default: for ever].",
 )
+@click.option(
+    "--tags",
+    metavar="REGEX",
+    default=None,
+    help="TensorBoard scalars that hold gradient norms (first group: the layer) [default: grad_norm/..., "
+    "Lightning's grad_2.0_norm/..., the Trainer's grad_norm].",
+)
 @_live_options
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @_sound_options
@@ -568,6 +576,7 @@ def play(
     source: Path,
     follow: bool,
     wait: float | None,
+    tags: str | None,
     output_device: str | None,
     latency: float,
     no_progress: bool,
@@ -589,7 +598,7 @@ def play(
     if wait is not None and not follow:
         raise SonifyError("--wait only applies to --follow; add --follow")
     if follow:
-        _follow(ctx, source, sound, output_device, latency, wait)
+        _follow(ctx, source, sound, output_device, latency, wait, tags)
         return
     try:
         result = play_source(source, device=output_device, sound=sound, progress=not no_progress, latency=latency)
@@ -608,14 +617,24 @@ def _follow(
     output_device: str | None,
     latency: float,
     wait: float | None,
+    tags: str | None,
 ) -> None:
     from .follow import follow
+    from .importers import DEFAULT_TAG_PATTERN, check_tag_pattern
 
     def notice(text: str) -> None:
         click.echo(f"sonify: {text}", err=True)
 
     try:
-        report = follow(source, device=output_device, sound=sound, latency=latency, wait=wait, notice=notice)
+        report = follow(
+            source,
+            device=output_device,
+            sound=sound,
+            latency=latency,
+            wait=wait,
+            tags=check_tag_pattern(tags or DEFAULT_TAG_PATTERN),
+            notice=notice,
+        )
     except KeyboardInterrupt as interrupt:  # the usual way to stop following a file
         report = getattr(interrupt, "report", None)
         if report is None:

@@ -35,6 +35,7 @@ from typing import IO
 import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
+from .importers import DEFAULT_TAG_PATTERN
 from .record import STEP_COLUMNS
 from .render import SoundSettings
 from .stream import DEFAULT_LATENCY
@@ -176,6 +177,98 @@ def _lines_of_stream(stream: IO[str]) -> Iterator[str | None]:
         # A last line without newline at the end of the stream is a partial row: never played.
 
 
+def _csv_events(lines: Iterator[str | None], label: str, counts: dict) -> Iterator[tuple | None]:
+    """("run", layer names) / ("row", step, norms, missing) / ("new", why) / None (nothing yet), from CSV lines."""
+    run: _Run | None = None
+    last_step = None
+    for line in lines:
+        if line is None:
+            yield None
+            continue
+        if line == "\0new":
+            run, last_step = None, None
+            yield ("new", f"{label} was truncated or replaced: a new run; starting over")
+            continue
+        if not line.strip():
+            continue
+        cells = next(csv.reader([line]))
+        if run is None or (_is_header(cells) and run.parse(cells) is None):
+            if run is not None:
+                yield ("new", f"a new header in {label}: a new run; starting over")
+            run, last_step = _Run(cells, label), None
+            yield ("run", run.layer_names)
+            continue
+        row = run.parse(cells)
+        if row is None or (last_step is not None and row[0] <= last_step):
+            counts["bad"] += 1  # a torn or garbled line (a copy tool's), never a partial row played
+            continue
+        last_step = row[0]
+        yield ("row", *row)
+
+
+def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Callable) -> Iterator[tuple | None]:
+    """The same events from a TensorBoard run folder or event file that is still being written."""
+    import re
+
+    from ._optional import require
+
+    accumulator = require(
+        "tensorboard.backend.event_processing.event_accumulator",
+        extra="tensorboard",
+        purpose="following TensorBoard logs",
+    )
+    pattern = re.compile(tags)
+    deadline = None if wait is None else time.monotonic() + wait
+    if not path.exists():
+        notice(f"waiting for {path} to appear (Ctrl-C to stop)")
+    while not path.exists():  # a run folder that training has not made yet
+        if deadline is not None and time.monotonic() > deadline:
+            raise SonifyError(f"{path} did not appear within {wait:g} s; check the path, or give a longer {{wait}}")
+        time.sleep(0.1)
+        yield None
+    if path.is_file() and not path.name.endswith(".csv") and "tfevents" not in path.name:
+        yield from _csv_events(_lines_of_file(path, wait, notice), str(path), {"bad": 0})
+        return
+    events = accumulator.EventAccumulator(str(path), size_guidance={accumulator.SCALARS: 0})
+    seen: dict[int, dict[str, float]] = {}
+    layers: tuple[str, ...] | None = None
+    emitted = None  # last step played
+    notice(f"waiting for TensorBoard scalars matching {tags!r} in {path} (Ctrl-C to stop)")
+    while True:
+        try:
+            events.Reload()
+        except Exception as exc:
+            raise SonifyError(f"{path}: cannot read TensorBoard events ({type(exc).__name__}: {exc})") from None
+        for tag in events.Tags().get("scalars", []):
+            found = pattern.search(tag)
+            if not found:
+                continue
+            name = found.group(1) if pattern.groups and found.group(1) else tag
+            for event in events.Scalars(tag):
+                if emitted is None or event.step > emitted:
+                    seen.setdefault(event.step, {})[name] = event.value
+        if layers is None and seen:
+            layers = tuple(sorted({name for values in seen.values() for name in values}))
+            yield ("run", layers)
+        if layers is None and deadline is not None and time.monotonic() > deadline:
+            scalars = ", ".join(sorted(events.Tags().get("scalars", []))[:8]) or "none yet"
+            raise SonifyError(
+                f"{path}: no scalar tag matching {tags!r} within {wait:g} s (scalars: {scalars}); "
+                "give the tags of your gradient norms with {tags}"
+            )
+        newest = max(seen) if seen else None
+        for step in sorted(seen):
+            values = seen[step]
+            if layers is not None and (step < newest or len(values) >= len(layers)):  # complete
+                norms = np.array([values.get(name, math.nan) for name in layers])
+                missing = np.array([name not in values for name in layers])
+                emitted = step
+                del seen[step]
+                yield ("row", step, norms, missing)
+        yield None
+        time.sleep(0.25)
+
+
 def follow(
     source: str | os.PathLike,
     *,
@@ -183,6 +276,7 @@ def follow(
     sound: SoundSettings | None = None,
     latency: float = DEFAULT_LATENCY,
     wait: float | None = None,
+    tags: str = DEFAULT_TAG_PATTERN,
     notice: Callable[[str], None] = print,
     stdin: IO[str] | None = None,
 ) -> FollowReport:
@@ -191,13 +285,18 @@ def follow(
     Parameters
     ----------
     source : path or "-"
-        The ``.norms.csv`` being written, or ``"-"`` for standard input.
+        The ``.norms.csv`` being written, ``"-"`` for standard input, or a
+        TensorBoard run folder (or event file) whose scalars hold per-layer
+        gradient norms (see :data:`sonify.importers.DEFAULT_TAG_PATTERN`).
     device, latency
         Output device and buffering, as for :func:`sonify.play`.
     sound : SoundSettings, optional
         Fixed bounds only: ``norm_range="auto"`` needs the whole run.
     wait : float, optional
-        Seconds to wait for the file to appear; None waits for ever.
+        Seconds to wait for the file (or the first matching TensorBoard
+        scalar) to appear; None waits for ever.
+    tags : str
+        For TensorBoard: the regular expression of the scalar tags to hear.
     notice : callable
         Receives one-line notices (waiting, a new run).
 
@@ -218,12 +317,16 @@ def follow(
     if wait is not None and not (math.isfinite(wait) and wait >= 0):
         raise SonifyParameterError(f"wait={wait!r} is invalid; give seconds >= 0")
     label = "standard input" if str(source) == "-" else str(source)
-    lines = _lines_of_stream(stdin or sys.stdin) if str(source) == "-" else _lines_of_file(Path(source), wait, notice)
-    pitch_map = sound.pitch_map()
-    run: _Run | None = None
-    player = None
     totals = {"runs": 0, "steps": 0, "played": 0, "skipped": 0, "underruns": 0, "bad": 0}
-    last_step = None
+    path = Path(source)
+    if str(source) == "-":
+        events = _csv_events(_lines_of_stream(stdin or sys.stdin), label, totals)
+    elif path.is_dir() or "tfevents" in path.name or (not path.exists() and not path.name.endswith(".csv")):
+        events = _tensorboard_events(path, tags, wait, notice)
+    else:
+        events = _csv_events(_lines_of_file(path, wait, notice), label, totals)
+    pitch_map = sound.pitch_map()
+    player = None
 
     def finish(drain: bool) -> None:
         nonlocal player
@@ -246,34 +349,21 @@ def follow(
         )
 
     try:
-        for line in lines:
-            if line is None:
+        for event in events:
+            if event is None:
                 if player is not None and player.failure is not None:
                     raise SonifyError(f"live playback stopped: {player.failure}")
-                continue
-            if line == "\0new":
-                notice(f"{label} was truncated or replaced: a new run; starting over")
+            elif event[0] == "new":
+                notice(event[1])
                 finish(drain=True)
-                run, last_step = None, None
-                continue
-            if not line.strip():
-                continue
-            cells = next(csv.reader([line]))
-            if run is None or (_is_header(cells) and run.parse(cells) is None):
-                if run is not None:
-                    notice(f"a new header in {label}: a new run; starting over")
-                    finish(drain=True)
-                run, last_step = _Run(cells, label), None
-                player = _LivePlayer(sound, len(run.layer_names), pitch_map, device=device, latency=latency)
+            elif event[0] == "run":
+                finish(drain=True)
+                player = _LivePlayer(sound, len(event[1]), pitch_map, device=device, latency=latency)
                 totals["runs"] += 1
-                continue
-            row = run.parse(cells)
-            if row is None or (last_step is not None and row[0] <= last_step):
-                totals["bad"] += 1  # a torn or garbled line (a copy tool's), never a partial row played
-                continue
-            last_step = row[0]
-            totals["steps"] += 1
-            player.push(row[0], row[1], row[2], time.perf_counter())
+            else:
+                _, step, norms, missing = event
+                totals["steps"] += 1
+                player.push(step, norms, missing, time.perf_counter())
     except KeyboardInterrupt as interrupt:
         finish(drain=False)
         interrupt.report = report()

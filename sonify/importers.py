@@ -15,14 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import SonifyError
+from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
 from .record import NormLog
 
-__all__ = ["DEFAULT_TAG_PATTERN", "load_tensorboard"]
+__all__ = ["DEFAULT_TAG_PATTERN", "check_tag_pattern", "load_tensorboard"]
 
-#: Scalar tags taken as gradient norms by default; the first group names the layer.
-DEFAULT_TAG_PATTERN = r"(?i)grad(?:ient)?[_ ]?norms?[/_.](.+)"
+#: Scalar tags taken as gradient norms by default; the first group names the layer:
+#: ``grad_norm/<layer>`` (sonify's own, and ``gradient_norms/...`` and the like), Lightning's
+#: ``grad_norm`` utility and ``log_grad_norm`` (``grad_2.0_norm/<parameter>``, ``grad_2.0_norm_total``),
+#: and the Hugging Face Trainer's total ``grad_norm`` (one voice, named by its tag).
+DEFAULT_TAG_PATTERN = r"(?i)(?:grad(?:ient)?[_ ]?norms?|grad_(?:\d+(?:\.\d+)?|inf)_norm)[/_.](.+)|(?:^|/)grad_norm$"
+
+
+def check_tag_pattern(tags: str) -> str:
+    """``tags`` if it is a valid regular expression, else a one-line error."""
+    try:
+        re.compile(tags)
+    except re.error as exc:
+        raise SonifyParameterError(f"tags {tags!r} is not a valid regular expression ({exc}); fix {{tags}}") from None
+    return tags
 
 
 def load_tensorboard(path: str | os.PathLike, tags: str = DEFAULT_TAG_PATTERN) -> NormLog:

@@ -136,7 +136,7 @@ def test_a_replaced_log_starts_a_new_run(sound_server, tmp_path):
     [
         (None, ("--wait", "0.5"), "did not appear within 0.5 s; check the path, or give a longer --wait"),
         (lambda path: path.write_bytes(b"\x00\x01binary\n"), (), "expected a norm log header with a step column"),
-        (lambda path: path.mkdir(), (), "is a folder"),
+        (lambda path: path.mkdir(), ("--wait", "0.5"), "no scalar tag matching"),
         (lambda path: path.write_text("step,a\n1,2\n"), ("--norm-range", "auto"), "norm_range='auto'"),
     ],
 )
@@ -213,3 +213,47 @@ def test_the_readme_recipe_a_headless_run_followed_from_another_process(sound_se
             follower.kill()
     assert follower.returncode == 0, stderr
     assert len(sonify.load_norms(log)) == 30 and "30 steps" in stdout
+
+
+TENSORBOARD_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from torch.utils.tensorboard import SummaryWriter
+    time.sleep(1.0)
+    with SummaryWriter(sys.argv[1]) as writer:
+        for step in range(1, 13):
+            conv, fc = 0.5 + 0.01 * step, float("nan") if step == 8 else 2.0 + 0.02 * step
+            writer.add_scalar("grad_2.0_norm/conv.weight", conv, step)  # what Lightning's grad_norm logs
+            writer.add_scalar("grad_2.0_norm/fc.weight", fc, step)
+            writer.add_scalar("train_loss", 1.0 / step, step)
+            writer.flush()
+            time.sleep(0.5)
+    """
+)
+
+
+def test_a_tensorboard_run_written_elsewhere_is_heard_live(sound_server, tmp_path):
+    runs = tmp_path / "runs" / "exp"
+    with sound_server.capture() as recording:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "sonify.cli", "play", "--follow", str(runs)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            writer = subprocess.run([sys.executable, "-c", TENSORBOARD_WRITER, str(runs)], timeout=120)
+            assert writer.returncode == 0
+            time.sleep(1.5)
+            follower.send_signal(signal.SIGINT)
+            stdout, stderr = follower.communicate(timeout=30)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+    assert follower.returncode == 0, stderr
+    assert "waiting for TensorBoard scalars" in stderr and "12 steps" in stdout, stdout
+    steps = np.arange(1, 13)
+    norms = np.stack([0.5 + 0.01 * steps, 2.0 + 0.02 * steps], 1)
+    norms[7, 1] = np.nan
+    frames_played(recording.samples, expected_frames(norms.astype(np.float32).astype(float)), atol=1e-4)
