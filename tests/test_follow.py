@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sonify
-from conftest import ROOT, frames_played, run_sonify
+from conftest import ROOT, frames_played, run_sonify, start_sonify
 
 SOUND = sonify.SoundSettings()
 
@@ -32,6 +32,16 @@ WRITER = textwrap.dedent(
             time.sleep(pause)
     """
 )
+
+
+def stop(follower):
+    """Ctrl-C, the usual way to stop following; returns what it printed."""
+    try:
+        follower.send_signal(signal.SIGINT)
+        return follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
 
 
 def expected_frames(norms, missing=None):
@@ -55,18 +65,11 @@ def rows_of(count):
 def test_a_log_written_by_another_process_is_heard_row_by_row(sound_server, tmp_path):
     log = tmp_path / "run.norms.csv"
     with sound_server.capture() as recording:
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "sonify.cli", "play", "--follow", str(log), "--wait", "30"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        follower = start_sonify("play", "--follow", str(log), "--wait", "30")
         writer = subprocess.run([sys.executable, "-c", WRITER, str(log), "20", "0.1"], timeout=60)
         assert writer.returncode == 0
         time.sleep(1.0)  # the last rows play out
-        follower.send_signal(signal.SIGINT)  # the usual way to stop following
-        stdout, stderr = follower.communicate(timeout=30)
+        stdout, stderr = stop(follower)
     assert follower.returncode == 0, stderr
     assert f"sonify: waiting for {log} to appear" in stderr
     assert "followed" in stdout and "20 steps, 20 played, 0 skipped" in stdout
@@ -104,28 +107,17 @@ def test_standard_input_from_a_pipe(sound_server, tmp_path):
 def test_a_replaced_log_starts_a_new_run(sound_server, tmp_path):
     log = tmp_path / "run.norms.csv"
     log.write_text("step,a,b\n" + "".join(f"{i},0.5,1.0\n" for i in range(1, 6)))
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "sonify.cli", "play", "--follow", str(log)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(3.0)
-        fresh = tmp_path / "fresh.csv"
-        fresh.write_text("step,a,b,c\n" + "".join(f"{i},0.1,0.2,0.3\n" for i in range(1, 5)))
-        os.replace(fresh, log)  # a new run under the same name
-        time.sleep(2.0)
-        with open(log, "r+") as file:  # and then truncated and rewritten in place
-            file.truncate(0)
-            file.write("step,x\n1,0.25\n2,0.5\n")
-        time.sleep(2.0)
-        follower.send_signal(signal.SIGINT)
-        stdout, stderr = follower.communicate(timeout=30)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
+    follower = start_sonify("play", "--follow", str(log))
+    time.sleep(3.0)
+    fresh = tmp_path / "fresh.csv"
+    fresh.write_text("step,a,b,c\n" + "".join(f"{i},0.1,0.2,0.3\n" for i in range(1, 5)))
+    os.replace(fresh, log)  # a new run under the same name
+    time.sleep(2.0)
+    with open(log, "r+") as file:  # and then truncated and rewritten in place
+        file.truncate(0)
+        file.write("step,x\n1,0.25\n2,0.5\n")
+    time.sleep(2.0)
+    stdout, stderr = stop(follower)
     assert follower.returncode == 0, stderr
     assert stderr.count("was truncated or replaced: a new run; starting over") == 2
     assert "11 steps in 3 runs" in stdout
@@ -195,22 +187,11 @@ TRAINING = textwrap.dedent(
 
 def test_the_readme_recipe_a_headless_run_followed_from_another_process(sound_server, tmp_path):
     log = tmp_path / "remote.norms.csv"
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "sonify.cli", "play", "--follow", str(log)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        trained = subprocess.run([sys.executable, "-c", TRAINING, str(tmp_path / "remote.wav")], cwd=ROOT, timeout=120)
-        assert trained.returncode == 0 and not (tmp_path / "remote.wav").exists()
-        time.sleep(1.0)
-        follower.send_signal(signal.SIGINT)
-        stdout, stderr = follower.communicate(timeout=30)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
+    follower = start_sonify("play", "--follow", str(log))
+    trained = subprocess.run([sys.executable, "-c", TRAINING, str(tmp_path / "remote.wav")], cwd=ROOT, timeout=120)
+    assert trained.returncode == 0 and not (tmp_path / "remote.wav").exists()
+    time.sleep(1.0)
+    stdout, stderr = stop(follower)
     assert follower.returncode == 0, stderr
     assert len(sonify.load_norms(log)) == 30 and "30 steps" in stdout
 
@@ -235,22 +216,11 @@ TENSORBOARD_WRITER = textwrap.dedent(
 def test_a_tensorboard_run_written_elsewhere_is_heard_live(sound_server, tmp_path):
     runs = tmp_path / "runs" / "exp"
     with sound_server.capture() as recording:
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "sonify.cli", "play", "--follow", str(runs)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            writer = subprocess.run([sys.executable, "-c", TENSORBOARD_WRITER, str(runs)], timeout=120)
-            assert writer.returncode == 0
-            time.sleep(1.5)
-            follower.send_signal(signal.SIGINT)
-            stdout, stderr = follower.communicate(timeout=30)
-        finally:
-            if follower.poll() is None:
-                follower.kill()
+        follower = start_sonify("play", "--follow", str(runs))
+        writer = subprocess.run([sys.executable, "-c", TENSORBOARD_WRITER, str(runs)], timeout=120)
+        assert writer.returncode == 0
+        time.sleep(1.5)
+        stdout, stderr = stop(follower)
     assert follower.returncode == 0, stderr
     assert "waiting for TensorBoard scalars" in stderr and "12 steps" in stdout, stdout
     steps = np.arange(1, 13)
