@@ -765,13 +765,13 @@ def _train_grid(
     out_dir: Path,
     no_progress: bool,
 ) -> tuple[list, list[Path]]:
+    from ._progress import progress_bar
     from .experiment import ExperimentConfig, run_experiment
-    from .render import _progress_bar
 
     device = _pick_device(torch_device)
     recording = SoundSettings(**{**sound.__dict__, "norm_range": None}) if sound.norm_range == "auto" else sound
     logs, audio_files = [], []
-    bar = _progress_bar(len(grid) * steps, "compare", enabled=not no_progress)
+    bar = progress_bar(len(grid) * steps, "compare", enabled=not no_progress)
     try:
         for optimizer, lr, batch_size in grid:
             config = ExperimentConfig(

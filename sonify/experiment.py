@@ -28,12 +28,14 @@ from torch import nn
 from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
-from .render import SoundSettings, _progress_bar
+from ._progress import progress_bar
+from .render import SoundSettings
 from .sonifier import DEFAULT_OUT_DIR, Sonifier, unique_out
 
 __all__ = ["OPTIMIZERS", "ExperimentConfig", "ExperimentResult", "LeNet", "load_dataset", "run_experiment"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+_NOTICES_GIVEN: set[str] = set()
 REFERENCE_LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
@@ -134,7 +136,10 @@ def load_dataset(
         except SonifyError as exc:
             if name == "mnist":
                 raise
-            notice(f"{exc}; using scikit-learn's 8x8 digits upsampled to 28x28 instead")
+            text = f"{exc}; using scikit-learn's 8x8 digits upsampled to 28x28 instead"
+            if text not in _NOTICES_GIVEN:  # once per process, not once per run of a grid
+                _NOTICES_GIVEN.add(text)
+                notice(text)
     return _load_digits()
 
 
@@ -265,7 +270,7 @@ def run_experiment(
         metadata=metadata,
         **sonifier_options,
     )
-    bar = _progress_bar(config.steps, "train", enabled=progress)
+    bar = progress_bar(config.steps, "train", enabled=progress)
     try:
         for step in range(config.steps):
             inputs, targets = next(batches)

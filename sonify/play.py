@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from ._errors import SonifyError
+from ._progress import progress_bar
 from .mapping import PitchMap
 from .record import NormLog, as_norm_log
-from .render import SoundSettings, _progress_bar
+from .render import SoundSettings
 from .stream import BLOCKSIZE, DEFAULT_LATENCY, LiveStream, LiveStreamError
 
 __all__ = ["LiveReport", "PlayResult", "play"]
@@ -310,8 +311,7 @@ def _stream_chunks(
     latency: float,
 ) -> PlayResult:
     stream = LiveStream(sample_rate, device=device, channels=channels, latency=latency)
-    bar = _progress_bar(round(duration, 2), "play", enabled=progress)
-    bar.unit = "s"
+    bar = progress_bar(round(duration, 2), "play", enabled=progress, unit="s")
     finished = False
     try:
         for chunk in chunks:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
 from ._files import check_new_file
+from ._progress import progress_bar
 from .mapping import SPIKE_FACTOR, SPIKE_WINDOW, PitchMap, SpikeDetector, get_map
 from .midi import MIDI_SUFFIXES
 from .output import AudioFileWriter, check_audio_path
@@ -280,7 +281,7 @@ def render(
     if midi:
         return RenderResult(Path(out), total_steps, _render_midi(log, out, sound, overwrite), nonfinite_steps, windows)
     pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
-    bar = _progress_bar(len(log), "render", enabled=progress)
+    bar = progress_bar(len(log), "render", enabled=progress)
     try:
         pipeline.feed_blocks(_blocks(log, bar))
     finally:
@@ -324,9 +325,3 @@ def _blocks(log: NormLog, bar: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np
         accents = None if log.accents is None else log.accents[start:stop]
         yield log.norms[start:stop], log.missing[start:stop], accents
         bar.update(stop - start)
-
-
-def _progress_bar(total: int | None, description: str, enabled: bool = True) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="step", disable=not enabled, dynamic_ncols=True)

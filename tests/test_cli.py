@@ -296,3 +296,17 @@ def test_a_diverging_run_spikes_before_its_first_nan(tmp_path):
     assert "spikes:" in result.stdout and "they sound accented" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("sonify: warning:")]
     assert "spiked to" in warnings[0] and "NaN/Inf" in warnings[1]
+
+
+def test_a_grid_says_its_data_notice_once_and_draws_no_bars_into_a_log(tmp_path):
+    # stderr is a pipe here, as in CI logs or under nohup: no progress bars, and the MNIST fallback said once.
+    result = run_sonify(
+        "compare", "--lr", "0.01", "--lr", "0.02", "--steps", "3", "--dataset", "auto", "--no-figure",
+        "-o", str(tmp_path / "grid"),
+        env={"SONIFY_DATA": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("using scikit-learn's 8x8 digits") == 1
+    assert "\r" not in result.stderr and "step/s" not in result.stderr and "it/s" not in result.stderr
+    rendered = run_sonify("render", str(next((tmp_path / "grid").glob("*.norms.csv"))), "-o", str(tmp_path / "r.wav"))
+    assert rendered.returncode == 0 and rendered.stderr == ""  # no bar without --no-progress either
