@@ -109,7 +109,7 @@ _CLI_NAMES = {
     "out": "-o/--out",
     "overwrite": "--overwrite",
     "drop_incomplete": "--drop-incomplete",
-    "device": "--device",
+    "output_device": "--device",
     "torch_device": "--torch-device",
     "batch_size": "--batch-size",
     "lr": "--lr",
@@ -498,7 +498,7 @@ def train(
         audio=not auto_range and not no_save,
         log=not no_save,
         live=live,
-        device=output_device,
+        output_device=output_device,
         pace=pace,
         latency=latency,
         overwrite=overwrite,
@@ -601,7 +601,9 @@ def play(
         _follow(ctx, source, sound, output_device, latency, wait, tags)
         return
     try:
-        result = play_source(source, device=output_device, sound=sound, progress=not no_progress, latency=latency)
+        result = play_source(
+            source, output_device=output_device, sound=sound, progress=not no_progress, latency=latency
+        )
     except KeyboardInterrupt:
         click.echo("sonify play: stopped", err=True)
         ctx.exit(130)
@@ -628,7 +630,7 @@ def _follow(
     try:
         report = follow(
             source,
-            device=output_device,
+            output_device=output_device,
             sound=sound,
             latency=latency,
             wait=wait,

@@ -272,7 +272,7 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
 def follow(
     source: str | os.PathLike,
     *,
-    device: int | str | None = None,
+    output_device: int | str | None = None,
     sound: SoundSettings | None = None,
     latency: float = DEFAULT_LATENCY,
     wait: float | None = None,
@@ -288,8 +288,8 @@ def follow(
         The ``.norms.csv`` being written, ``"-"`` for standard input, or a
         TensorBoard run folder (or event file) whose scalars hold per-layer
         gradient norms (see :data:`sonify.importers.DEFAULT_TAG_PATTERN`).
-    device, latency
-        Output device and buffering, as for :func:`sonify.play`.
+    output_device, latency
+        The sound card and its buffering, as for :func:`sonify.play`.
     sound : SoundSettings, optional
         Fixed bounds only: ``norm_range="auto"`` needs the whole run.
     wait : float, optional
@@ -358,7 +358,7 @@ def follow(
                 finish(drain=True)
             elif event[0] == "run":
                 finish(drain=True)
-                player = _LivePlayer(sound, len(event[1]), pitch_map, device=device, latency=latency)
+                player = _LivePlayer(sound, len(event[1]), pitch_map, device=output_device, latency=latency)
                 totals["runs"] += 1
             else:
                 _, step, norms, missing = event

@@ -214,10 +214,11 @@ _PLAY_CHUNK = 0.25
 def play(
     source: str | os.PathLike | NormLog,
     *,
-    device: int | str | None = None,
+    output_device: int | str | None = None,
     sound: SoundSettings | None = None,
     progress: bool = False,
     latency: float = DEFAULT_LATENCY,
+    device: int | str | None = None,
 ) -> PlayResult:
     """Play a recorded run through the sound card and return when it ends.
 
@@ -226,8 +227,9 @@ def play(
     source : path or NormLog
         A norm log (a CSV of norms or TensorBoard logs, synthesized on the fly with ``sound``) or
         an audio file that soundfile reads (WAV, FLAC, ...), streamed as is.
-    device : int or str, optional
-        Output device; the default device if None (see ``sonify devices``).
+    output_device : int or str, optional
+        The sound card; the default device if None (see ``sonify devices``).
+        (``device=`` still works, with a deprecation warning.)
     sound : SoundSettings, optional
         Mapping and timing for a norm log (ignored for audio files).
     progress : bool
@@ -249,8 +251,11 @@ def play(
     --------
     Needs a sound card, so shown rather than run as a doctest::
 
-        sonify.play("audio_out/run.norms.csv", device="pulse")
+        sonify.play("audio_out/run.norms.csv", output_device="pulse")
     """
+    from .sonifier import _renamed
+
+    device = _renamed("device", device, "output_device", output_device)
     is_log = isinstance(source, NormLog) or str(source).endswith(".csv")
     if is_log or Path(source).is_dir() or "tfevents" in Path(source).name:  # TensorBoard logs too
         log = as_norm_log(source)

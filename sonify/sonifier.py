@@ -90,9 +90,10 @@ class Sonifier:
         never waits for it; when steps come faster than they can sound, the
         newest is played and the others are skipped live (an alarm is never
         skipped; the files keep every step).
-    device : int or str, optional
-        Output device for ``live`` (index or name, see ``sonify devices``);
-        the default device if None.
+    output_device : int or str, optional
+        The sound card for ``live`` (index or name, see ``sonify devices``);
+        the default device if None. (``device=`` still works, with a
+        deprecation warning: it was easy to take for the torch device.)
     pace : bool
         With ``live``: play every step and make training wait for the sound.
     latency : float
@@ -140,14 +141,17 @@ class Sonifier:
         audio: bool = True,
         log: bool = True,
         live: bool = False,
-        device: int | str | None = None,
+        output_device: int | str | None = None,
         pace: bool = False,
         latency: float = DEFAULT_LATENCY,
         metadata: dict[str, Any] | None = None,
         flush_interval: float = 0.5,
         overwrite: bool = False,
+        device: int | str | None = None,
     ) -> None:
         import torch
+
+        output_device = _renamed("device", device, "output_device", output_device)
 
         # -- validate everything first: nothing is created for a bad argument --
         if not isinstance(model, torch.nn.Module):
@@ -214,7 +218,7 @@ class Sonifier:
         with contextlib.ExitStack() as stack:
             # The sound card first: if it fails, no files are left behind.
             self._live = (
-                _LivePlayer(self.sound, len(self.layers), pitch_map, device=device, pace=pace, latency=latency)
+                _LivePlayer(self.sound, len(self.layers), pitch_map, device=output_device, pace=pace, latency=latency)
                 if live
                 else None
             )
@@ -460,6 +464,16 @@ def _is_fsdp1(model: torch.nn.Module) -> bool:
     except ImportError:
         return False
     return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
+
+
+def _renamed(old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """The value of a keyword that was renamed, from either name (the old one with a deprecation warning)."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise SonifyParameterError(f"{old}= is the old name of {new}=; give only {new}=")
+    warnings.warn(f"{old}= is now {new}= (the sound card, not the torch device)", DeprecationWarning, stacklevel=3)
+    return old_value
 
 
 def warn(message: str, stacklevel: int = 2) -> None:

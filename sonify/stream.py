@@ -48,7 +48,7 @@ _INSTALL_PORTAUDIO = (
 )
 _NO_DEVICE = (
     "no audio output device found (no sound card, or no sound server running); start one (PulseAudio, "
-    "PipeWire), pick another with {device} (see `sonify devices`), or leave out live playback and write a WAV file"
+    "PipeWire), pick another with {output_device} (see `sonify devices`), or leave out live playback and write a WAV file"
 )
 
 
@@ -128,7 +128,7 @@ def resolve_output_device(device: int | str | None = None) -> tuple[int, str]:
     if device is None:
         chosen = [d for d in devices if d["default"]]
         if not chosen:
-            raise LiveStreamError(f"there is no default output device; choose one with {{device}} ({listing})")
+            raise LiveStreamError(f"there is no default output device; choose one with {{output_device}} ({listing})")
         return chosen[0]["index"], chosen[0]["name"]
     if isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
         index = int(device)
@@ -211,7 +211,7 @@ class LiveStream:
         except (sd.PortAudioError, ValueError) as exc:
             raise LiveStreamError(
                 f"cannot play on output device {self.device_index} {self.device_name!r}: {exc}; "
-                "check it with `sonify devices` or choose another with {device}"
+                "check it with `sonify devices` or choose another with {output_device}"
             ) from None
         self.latency = float(self._stream.latency)
 

@@ -35,7 +35,7 @@ def test_playing_a_norm_log_sounds_its_pitches_in_order(sound_server, tmp_path):
     norms[9, 1] = np.nan
     log = write_log(tmp_path / "run.norms.csv", norms)
     with sound_server.capture() as recording:
-        result = play(log, device="pulse")
+        result = play(log, output_device="pulse")
     assert result.underruns == 0 and result.duration == pytest.approx(15 * 0.04)
     synth = SOUND.synthesizer(2)
     # A rising run spikes (each norm far above its running median): those tones are accented, as in a WAV.
@@ -55,7 +55,7 @@ def test_playing_a_wav_streams_it_unchanged(sound_server, tmp_path):
     audio = (0.05 * rng.standard_normal(30_000) + 0.01).astype(np.float32)
     soundfile.write(tmp_path / "noise.wav", audio, 44100, subtype="FLOAT")
     with sound_server.capture() as recording:
-        play(tmp_path / "noise.wav", device="pulse")
+        play(tmp_path / "noise.wav", output_device="pulse")
     frames_played(recording.samples, [audio])
 
 
@@ -131,7 +131,7 @@ def test_play_reads_norms_recorded_elsewhere(sound_server, tmp_path):
             writer.add_scalar("grad_norm/b", 2.0 * step, step)
     (tmp_path / "other.csv").write_text("global_step,a,b\n1,0.5,2\n2,1,4\n3,1.5,6\n")
     with sound_server.capture() as recording:
-        played = [play(tmp_path / "tb", device="pulse"), play(tmp_path / "other.csv", device="pulse")]
+        played = [play(tmp_path / "tb", output_device="pulse"), play(tmp_path / "other.csv", output_device="pulse")]
     assert [result.duration for result in played] == pytest.approx([3 * 0.04, 3 * 0.04])
     synth = SOUND.synthesizer(2)
     expected = synth.synthesize(SOUND.pitch_map()(np.array([[0.5, 2.0], [1.0, 4.0], [1.5, 6.0]])))
@@ -140,7 +140,7 @@ def test_play_reads_norms_recorded_elsewhere(sound_server, tmp_path):
 
 def test_stereo_plays_to_the_end(sound_server, tmp_path):
     log = write_log(tmp_path / "run.norms.csv", np.geomspace(0.1, 10, 12).reshape(6, 2))
-    result = play(log, device="pulse", sound=sonify.SoundSettings(stereo=True))  # it used to fail at close
+    result = play(log, output_device="pulse", sound=sonify.SoundSettings(stereo=True))  # it used to fail at close
     assert result.duration == pytest.approx(6 * 0.04)
     two_channels = np.stack([np.linspace(-0.1, 0.1, 4000), np.zeros(4000)], 1).astype(np.float32)
     soundfile.write(tmp_path / "listen-ab.wav", two_channels, 44100, subtype="FLOAT")

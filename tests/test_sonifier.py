@@ -231,7 +231,7 @@ def test_paced_live_run_plays_every_step_as_written_to_the_wav(tmp_path, sound_s
 def test_live_run_faster_than_the_sound_keeps_every_step_in_the_files(tmp_path, sound_server):
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, device="pulse") as son:
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, output_device="pulse") as son:
         train(model, optimizer, steps=300)
     report = son.live_report
     assert report.played + report.skipped == 300 and report.skipped > 0 and report.underruns == 0
@@ -251,7 +251,7 @@ def test_live_errors_come_before_any_file_is_written(tmp_path, sound_server):
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with pytest.raises(SonifyError, match="no output device matches 'nowhere'"):
-        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, device="nowhere")
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, output_device="nowhere")
     with pytest.raises(SonifyError, match=r"pace=True .* needs live=True"):
         sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", pace=True)
     assert not list(tmp_path.iterdir())
@@ -566,3 +566,12 @@ def test_warnings_turned_into_errors_never_raise_into_training(tmp_path, capsys)
     assert son.stats.steps == 5 and son.stats.first_nonfinite_step == 2
     printed = capsys.readouterr().err
     assert "sonify: warning: step 2: gradient norm" in printed and "son.step() ignored" in printed
+
+
+def test_the_old_device_keyword_still_works_with_a_deprecation_warning(tmp_path):
+    model = make_model()
+    with pytest.warns(DeprecationWarning, match="device= is now output_device="):
+        son = sonify.Sonifier(model, out=tmp_path / "a.wav", device="pulse")  # not live: the card is not opened
+    son.close()
+    with pytest.raises(sonify.SonifyParameterError, match="give only output_device="):
+        sonify.Sonifier(model, out=tmp_path / "b.wav", device=1, output_device=2)

@@ -9,6 +9,6 @@ is imported, so sonify works without them:
   Hugging Face ``Trainer`` (``pip install 'sonify[transformers]'``).
 
 Both take the same options as :class:`~sonify.Sonifier` (``out``, ``layers``,
-``params``, ``group``, ``sound``, ``mapping``, ``live``, ``device``, ``pace``,
+``params``, ``group``, ``sound``, ``mapping``, ``live``, ``output_device``, ``pace``,
 ...), and record, write and play on the main process (rank 0) only.
 """

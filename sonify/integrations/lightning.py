@@ -45,7 +45,7 @@ class SonifyCallback(_pl.Callback, _SonifierHolder):
         The audio file; the norm log goes beside it (see :class:`~sonify.Sonifier`).
     **options
         Any other :class:`~sonify.Sonifier` option: ``layers``, ``params``,
-        ``group``, ``sound``, ``mapping``, ``live``, ``device``, ``pace``, ...
+        ``group``, ``sound``, ``mapping``, ``live``, ``output_device``, ``pace``, ...
 
     Attributes
     ----------

@@ -37,7 +37,7 @@ class SonifyTrainerCallback(_transformers.TrainerCallback, _SonifierHolder):
         The audio file; the norm log goes beside it (see :class:`~sonify.Sonifier`).
     **options
         Any other :class:`~sonify.Sonifier` option: ``layers``, ``params``,
-        ``group``, ``sound``, ``mapping``, ``live``, ``device``, ``pace``, ...
+        ``group``, ``sound``, ``mapping``, ``live``, ``output_device``, ``pace``, ...
     """
 
     def __init__(self, out: str | os.PathLike | None = None, **options: Any) -> None:
