@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, parse_args, table
 
 from sonify import SoundSettings, render
-from sonify.render import BLOCK_STEPS
+from sonify.rendering import BLOCK_STEPS
 
 
 def per_tone_loop(freqs, rate=44100, tone=441, gap=882):

@@ -29,11 +29,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SonifyError, SonifyIOError, SonifyParameterError, SonifyWarning
+from .comparison import CompareResult, compare
 from .importers import load_tensorboard
 from .mapping import LinearMap, LogMap, PitchMap, get_map
-from .play import LiveReport, PlayResult, play
+from .playback import LiveReport, PlayResult, play
 from .record import NormLog, RunStats, load_norms
-from .render import RenderResult, SoundSettings, render
+from .rendering import RenderResult, SoundSettings, render
 from .stream import LiveStream, LiveStreamError, output_devices
 from .synthesize import Synthesizer
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompareResult",
     "LinearMap",
     "LiveReport",
     "LiveStream",
@@ -61,6 +63,7 @@ __all__ = [
     "SoundSettings",
     "Synthesizer",
     "__version__",
+    "compare",
     "get_map",
     "load_norms",
     "load_tensorboard",

@@ -23,7 +23,7 @@ from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
 from .output import SAMPLE_FORMATS, check_audio_path
 from .record import RunStats, load_norms, log_paths
-from .render import SoundSettings, check_render_path, render
+from .rendering import SoundSettings, check_render_path, render
 from .stream import DEFAULT_LATENCY
 from .synthesize import MODES
 
@@ -592,7 +592,7 @@ def play(
     (or - for standard input), heard as it grows until Ctrl-C:
       ssh gpu-box tail -n +1 -F runs/x.norms.csv | sonify play --follow -
     """
-    from .play import play as play_source
+    from .playback import play as play_source
 
     sound = _sound_settings(**sound_options)
     if wait is not None and not follow:
@@ -713,7 +713,7 @@ def compare_command(
     """
     import datetime as dt
 
-    from .compare import REFERENCE_GRID, check_figure_support, check_out_dir, compare
+    from .comparison import REFERENCE_GRID, check_figure_support, check_out_dir, compare
 
     sound = _sound_settings(**sound_options)
     # Checked now, not after training every run.

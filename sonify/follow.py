@@ -37,7 +37,7 @@ import numpy as np
 from ._errors import SonifyError, SonifyParameterError
 from .importers import DEFAULT_TAG_PATTERN
 from .record import STEP_COLUMNS
-from .render import SoundSettings
+from .rendering import SoundSettings
 from .stream import DEFAULT_LATENCY
 
 __all__ = ["FollowReport", "follow"]
@@ -306,7 +306,7 @@ def follow(
         When standard input ends. A file is followed until Ctrl-C
         (``KeyboardInterrupt``, re-raised with the report attached as ``report``).
     """
-    from .play import _LivePlayer
+    from .playback import _LivePlayer
 
     sound = sound or SoundSettings()
     if isinstance(sound.norm_range, str):

@@ -35,7 +35,7 @@ def wav_bytes(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS)
     """A 16-bit WAV of the log in memory, condensed to ``max_seconds``, and its duration."""
     import soundfile
 
-    from .render import SoundSettings
+    from .rendering import SoundSettings
 
     sound = sound or SoundSettings()
     synth = sound.synthesizer(len(log.layer_names))

@@ -6,7 +6,7 @@ launches one fused norm computation and one host copy (see
 appends the rows to the norm log (flushed at least every ``flush_interval``
 seconds), synthesizes their audio and appends it to the WAV. With
 ``live=True`` each step is also handed to the live player (see
-:mod:`sonify.play` for what is heard when training outruns the sound).
+:mod:`sonify.playback` for what is heard when training outruns the sound).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap, SpikeDetector
 from .output import check_audio_path
-from .play import LiveReport, _LivePlayer
+from .playback import LiveReport, _LivePlayer
 from .record import NormLogWriter, RunStats, StepNorms, log_paths
-from .render import SoundSettings, _AudioPipeline
+from .rendering import SoundSettings, _AudioPipeline
 from .stream import DEFAULT_LATENCY
 
 if TYPE_CHECKING:

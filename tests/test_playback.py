@@ -11,7 +11,7 @@ import soundfile
 
 import sonify
 from conftest import ROOT, decode_tones, frames_played, spectral_peaks
-from sonify.play import _LivePlayer, _newest_keeping_alarms, play
+from sonify.playback import _LivePlayer, _newest_keeping_alarms, play
 from sonify.record import NormLogWriter
 from sonify.synthesize import ALARM_PARTIALS_HZ
 

@@ -33,7 +33,7 @@ from ._errors import SonifyError
 from ._files import check_new_file
 from .output import AudioFileWriter
 from .record import NormLog
-from .render import SoundSettings, render
+from .rendering import SoundSettings, render
 
 __all__ = [
     "REFERENCE_GRID",

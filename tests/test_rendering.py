@@ -7,7 +7,7 @@ import sonify
 from conftest import decode_tones, refine_tones, spectral_peaks
 from sonify import SonifyError
 from sonify.record import NormLogWriter
-from sonify.render import BLOCK_STEPS, SoundSettings, render
+from sonify.rendering import BLOCK_STEPS, SoundSettings, render
 
 
 def write_log(path, norms, missing=None):

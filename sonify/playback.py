@@ -37,7 +37,7 @@ from ._errors import SonifyError
 from ._progress import progress_bar
 from .mapping import PitchMap
 from .record import NormLog, as_norm_log
-from .render import SoundSettings
+from .rendering import SoundSettings
 from .stream import BLOCKSIZE, DEFAULT_LATENCY, LiveStream, LiveStreamError
 
 __all__ = ["LiveReport", "PlayResult", "play"]

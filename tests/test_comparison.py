@@ -8,7 +8,7 @@ import soundfile
 
 import sonify
 from conftest import run_sonify
-from sonify.compare import compare, comparison_figure, marker
+from sonify.comparison import compare, comparison_figure, marker
 from sonify.record import NormLog
 
 
@@ -124,3 +124,13 @@ def test_the_summary_reports_spikes_like_nan(tmp_path):
         rows = list(csv.DictReader(file))
     assert rows[0]["first spike step (layers, x median)"] == "" and rows[0]["spike steps"] == "0"
     assert rows[1]["first spike step (layers, x median)"].startswith("61 (b, ") and rows[1]["spike steps"] == "1"
+
+
+def test_public_functions_do_not_shadow_their_modules():
+    import importlib
+    import types
+
+    for name in ("rendering", "playback", "comparison"):
+        assert isinstance(importlib.import_module(f"sonify.{name}"), types.ModuleType)
+    assert sonify.compare is importlib.import_module("sonify.comparison").compare  # README: sonify.compare(...)
+    assert callable(sonify.render) and callable(sonify.play)
