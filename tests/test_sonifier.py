@@ -575,3 +575,53 @@ def test_the_old_device_keyword_still_works_with_a_deprecation_warning(tmp_path)
     son.close()
     with pytest.raises(sonify.SonifyParameterError, match="give only output_device="):
         sonify.Sonifier(model, out=tmp_path / "b.wav", device=1, output_device=2)
+
+
+def test_a_lightning_optimizer_is_looked_through(tmp_path, working_torchvision):
+    from lightning.pytorch.core import optimizer as lightning
+    model, reference = make_model(), []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapped = lightning.LightningOptimizer(optimizer)
+    with sonify.Sonifier(model, wrapped, out=tmp_path / "lightning.wav") as son:
+        train(model, optimizer, 3, reference=reference)  # Lightning's strategy steps the real optimizer
+    np.testing.assert_allclose(sonify.load_norms(son.log_path).norms, reference, rtol=1e-5)
+
+
+ZERO = textwrap.dedent(
+    """
+    import sys, numpy as np, torch, torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    import sonify
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=0, world_size=1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.SGD, lr=0.1)
+    reference = []
+    with sonify.Sonifier(model, optimizer, out=sys.argv[1]) as son:
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.randn(4, 8)).square().mean().backward()
+            reference.append([torch.cat([p.grad.flatten() for p in m.parameters()]).norm().item() for m in (model[0], model[2])])
+            optimizer.step()
+    log = sonify.load_norms(son.log_path)
+    np.testing.assert_allclose(log.norms, reference, rtol=1e-5)
+    print("rows", len(log))
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_a_zero_redundancy_optimizer_is_heard(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-c", ZERO, str(tmp_path / "zero.wav"), str(port)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "rows 3" in result.stdout, result.stderr[-2000:]
