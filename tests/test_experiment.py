@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_sonify
 from sonify import SonifyError, SonifyWarning
 from sonify.experiment import ExperimentConfig, LeNet, _batches, load_dataset, run_experiment
 
@@ -123,3 +123,18 @@ def test_config_validation_and_names():
     assert ExperimentConfig(optimizer="adam").momentum is None
     name = ExperimentConfig(lr=0.1).run_name("log", "digits")
     assert name == "lenet-digits-sgd-lr0.1-bs10-m0.5-200steps-seed0-log"
+
+
+def test_without_torchvision_auto_falls_back_and_mnist_says_what_to_install(tmp_path):
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "torchvision.py").write_text("raise ImportError('No module named torchvision', name='torchvision')\n")
+    env = {"PYTHONPATH": f"{blocker}:{ROOT}", "SONIFY_DATA": str(tmp_path / "data")}
+    auto = run_sonify("train", "--steps", "2", "--no-progress", "-o", str(tmp_path / "a.wav"), env=env)
+    assert auto.returncode == 0, auto.stderr
+    assert "MNIST needs torchvision, which is not installed: pip install 'sonify[mnist]'" in auto.stderr
+    assert "scikit-learn digits" in auto.stdout
+    mnist = run_sonify("train", "--dataset", "mnist", "--steps", "2", "-o", str(tmp_path / "m.wav"), env=env)
+    assert mnist.returncode == 1 and mnist.stderr.strip() == (
+        "sonify: error: MNIST needs torchvision, which is not installed: pip install 'sonify[mnist]'"
+    )

@@ -579,6 +579,7 @@ def test_the_old_device_keyword_still_works_with_a_deprecation_warning(tmp_path)
 
 def test_a_lightning_optimizer_is_looked_through(tmp_path, working_torchvision):
     from lightning.pytorch.core import optimizer as lightning
+
     model, reference = make_model(), []
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     wrapped = lightning.LightningOptimizer(optimizer)
