@@ -16,7 +16,6 @@ Needs the private PulseAudio server of the tests (``tests/_virtual_audio.py``).
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import machine, parse_args, table
 from _virtual_audio import SoundServer
-from bench_live import find_frames
+from bench_live import find_frames, sound_server
 
 import sonify
 from sonify.synthesize import ALARM_PARTIALS_HZ
@@ -163,11 +162,7 @@ def fast_writer(server: SoundServer, seconds: float, workdir: Path) -> dict:
 def main() -> None:
     args = parse_args(__doc__)
     count, seconds = (6, 6.0) if args.smoke else (60, 60.0)
-    if "PULSE_SERVER" not in os.environ:
-        server = SoundServer(Path(tempfile.mkdtemp(prefix="sonify-bench-")))
-        os.environ.update(server.env)
-    else:
-        server = SoundServer.existing()
+    server = sound_server()
     try:
         with tempfile.TemporaryDirectory() as folder:
             workdir = Path(folder)

@@ -136,15 +136,19 @@ def live_session(server, seconds, workdir):
     return report, glitches, np.array(latencies), son.stats.steps
 
 
+def sound_server() -> SoundServer:
+    """The tests' private PulseAudio server: the one running (PULSE_SERVER set), or a new one of ours."""
+    if "PULSE_SERVER" in os.environ:
+        return SoundServer.existing()
+    server = SoundServer(Path(tempfile.mkdtemp(prefix="sonify-bench-")))
+    os.environ.update(server.env)
+    return server
+
+
 def main():
     args = parse_args(__doc__)
     rounds, steps, seconds = (2, 20, 3) if args.smoke else (31, 200, 60)
-    server = None
-    if "PULSE_SERVER" not in os.environ:
-        server = SoundServer(Path(tempfile.mkdtemp(prefix="sonify-bench-")))
-        os.environ.update(server.env)
-    else:
-        server = SoundServer.existing()
+    server = sound_server()
     try:
         with tempfile.TemporaryDirectory() as workdir:
             rows = slowdown(rounds, steps, workdir)

@@ -310,6 +310,7 @@ class GradientCapture:
         self.layers = list(layers)
         self.sharded = sharded or any(_is_dtensor(p) for layer in self.layers for p in layer.parameters)
         self._in_flight: deque = deque()
+        self._gaps_checked: tuple = ()
         self._bind([p for layer in self.layers for p in layer.parameters])
 
     def _bind(self, parameters: list) -> None:
@@ -364,8 +365,13 @@ class GradientCapture:
             self._submit_sharded(step, grads)
             return
         if any(g is None or g.is_sparse for g in grads):
-            if self.rebind():
-                grads = [p.grad for p in self._parameters]
+            # A frozen layer misses its gradient at every step: look for replaced parameters only when
+            # the set of missing gradients changes, not on every step.
+            gaps = tuple(i for i, g in enumerate(grads) if g is None)
+            if gaps != self._gaps_checked:
+                self._gaps_checked = gaps
+                if self.rebind():
+                    grads = [p.grad for p in self._parameters]
             grads, index = self._present(grads)
         else:
             index = None

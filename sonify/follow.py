@@ -35,8 +35,8 @@ from typing import IO
 import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
-from .importers import DEFAULT_TAG_PATTERN
-from .record import STEP_COLUMNS
+from .importers import DEFAULT_TAG_PATTERN, layer_of
+from .record import STEP_COLUMNS, parse_row
 from .rendering import SoundSettings
 from .stream import DEFAULT_LATENCY
 
@@ -86,21 +86,17 @@ class _Run:
         self.width = len(names)
 
     def parse(self, cells: list[str]) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """A row, or None when it is not one (wrong width, not numbers)."""
+        """A row, or None when it is not one (wrong width, not numbers, negative norms)."""
         if len(cells) != self.width:
             return None
         try:
-            step = float(cells[self.step_column])
-            if not (math.isfinite(step) and step == int(step)):
-                return None
-            values = [cells[i].strip() for i in self.columns]
-            missing = np.array([not value for value in values])
-            norms = np.array([float(value) if value else math.nan for value in values])
+            step, norms, missing = parse_row(cells, self.step_column, self.columns)
         except ValueError:
             return None
+        norms, missing = np.array(norms), np.array(missing)
         if (norms[~missing] < 0).any():
             return None
-        return int(step), norms, missing
+        return step, norms, missing
 
 
 def _is_header(cells: list[str]) -> bool:
@@ -243,7 +239,7 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
             found = pattern.search(tag)
             if not found:
                 continue
-            name = found.group(1) if pattern.groups and found.group(1) else tag
+            name = layer_of(found, tag)
             for event in events.Scalars(tag):
                 if emitted is None or event.step > emitted:
                     seen.setdefault(event.step, {})[name] = event.value

@@ -19,13 +19,18 @@ from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
 from .record import NormLog
 
-__all__ = ["DEFAULT_TAG_PATTERN", "check_tag_pattern", "load_tensorboard"]
+__all__ = ["DEFAULT_TAG_PATTERN", "check_tag_pattern", "layer_of", "load_tensorboard"]
 
 #: Scalar tags taken as gradient norms by default; the first group names the layer:
 #: ``grad_norm/<layer>`` (sonify's own, and ``gradient_norms/...`` and the like), Lightning's
 #: ``grad_norm`` utility and ``log_grad_norm`` (``grad_2.0_norm/<parameter>``, ``grad_2.0_norm_total``),
 #: and the Hugging Face Trainer's total ``grad_norm`` (one voice, named by its tag).
 DEFAULT_TAG_PATTERN = r"(?i)(?:grad(?:ient)?[_ ]?norms?|grad_(?:\d+(?:\.\d+)?|inf)_norm)[/_.](.+)|(?:^|/)grad_norm$"
+
+
+def layer_of(found: re.Match, tag: str) -> str:
+    """The layer a matching tag names: the pattern's first group, or the whole tag when it has none."""
+    return found.group(1) if found.re.groups and found.group(1) else tag
 
 
 def check_tag_pattern(tags: str) -> str:
@@ -86,7 +91,7 @@ def load_tensorboard(path: str | os.PathLike, tags: str = DEFAULT_TAG_PATTERN) -
         for tag in available:
             found = pattern.search(tag)
             if found:
-                name = found.group(1) if pattern.groups and found.group(1) else tag
+                name = layer_of(found, tag)
                 series.setdefault(name, {}).update({event.step: event.value for event in events.Scalars(tag)})
     if not series:
         scalars = sorted({tag for file in files for tag in _scalar_tags(accumulator, file)})

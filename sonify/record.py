@@ -552,26 +552,35 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
                 f"{csv_path}:{line}: expected {len(header)} fields (step + {len(names)} layers), found {len(record)}"
             )
         try:
-            step = float(record[step_column])
-            if not (step == int(step) and 0 <= step < 2**53):
-                raise SonifyError(
-                    f"{csv_path}:{line}: step {record[step_column]!r} is not a whole number from 0 to 2**53"
-                )
-            steps[index] = int(step)
-            for column, source in enumerate(layer_columns):
-                cell = record[source]
-                if cell.strip():
-                    norms[index, column] = float(cell)
-                else:
-                    norms[index, column] = math.nan
-                    missing[index, column] = True
-        except (ValueError, OverflowError):
-            raise SonifyError(f"{csv_path}:{line}: not a number in {_shorten(record)}") from None
+            steps[index], norms[index], missing[index] = parse_row(record, step_column, layer_columns)
+        except ValueError as exc:
+            raise SonifyError(f"{csv_path}:{line}: {exc} in {_shorten(record)}") from None
         if index and steps[index] <= steps[index - 1]:
             raise SonifyError(f"{csv_path}:{line}: step {steps[index]} does not follow step {steps[index - 1]}")
     if (norms[~missing] < 0).any():
         raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
     return NormLog(norms, missing, steps, names, metadata, csv_path)
+
+
+def parse_row(cells: Sequence[str], step_column: int, layer_columns: Sequence[int]) -> tuple[int, list, list]:
+    """One CSV row of a norm log: (step, norms, missing). Raises ValueError saying what is wrong.
+
+    Examples
+    --------
+    >>> parse_row(["3", "0.5", ""], 0, [1, 2])
+    (3, [0.5, nan], [False, True])
+    """
+    try:
+        step = float(cells[step_column])
+        if not (step == int(step) and 0 <= step < 2**53):
+            raise ValueError(f"step {cells[step_column]!r} is not a whole number from 0 to 2**53")
+        values = [cells[column].strip() for column in layer_columns]
+        norms = [float(value) if value else math.nan for value in values]
+    except (ValueError, OverflowError) as exc:
+        if str(exc).startswith("step "):
+            raise
+        raise ValueError("not a number") from None
+    return int(step), norms, [not value for value in values]
 
 
 def as_norm_log(source: Any, *, drop_incomplete: bool = False) -> NormLog:
