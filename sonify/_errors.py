@@ -16,7 +16,10 @@ parameter through ``{out}``-style fields, the CLI shows its option
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+import warnings
 
 
 class SonifyError(Exception):
@@ -69,3 +72,15 @@ def _fill(template: str, options: dict[str, str], cli: bool = False) -> str:
         return f"{name}={flag}"
 
     return _FIELD.sub(name_of, template)
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """Give a :class:`SonifyWarning`; where warnings are turned into errors, print it instead.
+
+    A monitor never raises into the training loop, not even through ``-W error``.
+    """
+    try:
+        warnings.warn(message, SonifyWarning, stacklevel=stacklevel + 1)
+    except Exception:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"sonify: warning: {message}\n")

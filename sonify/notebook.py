@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import replace
 from typing import Any
 
 from .record import NormLog
@@ -35,18 +34,12 @@ def wav_bytes(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS)
     """A 16-bit WAV of the log in memory, condensed to ``max_seconds``, and its duration."""
     import soundfile
 
-    from .rendering import SoundSettings
+    from .rendering import condensed_audio
 
-    sound = sound or SoundSettings()
-    synth = sound.synthesizer(len(log.layer_names))
-    windows = max(1, int(max_seconds / synth.step_duration))
-    if log.accents is None:  # spikes found at full resolution, kept by the windows
-        log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0])
-    short = log.condense(windows) if len(log) > windows else log
-    samples = synth.synthesize(sound.pitch_map(short.norms)(short.norms), short.missing, short.accents)
+    samples, sample_rate = condensed_audio(log, sound, max_seconds)
     buffer = io.BytesIO()
-    soundfile.write(buffer, samples, synth.sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue(), len(samples) / synth.sample_rate
+    soundfile.write(buffer, samples, sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue(), len(samples) / sample_rate
 
 
 def player_html(data: bytes, caption: str) -> str:

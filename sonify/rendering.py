@@ -31,7 +31,7 @@ from .output import AudioFileWriter, check_audio_path
 from .record import NormLog, as_norm_log
 from .synthesize import Synthesizer
 
-__all__ = ["RenderResult", "SoundSettings", "check_render_path", "render"]
+__all__ = ["RenderResult", "SoundSettings", "check_render_path", "condensed_audio", "render"]
 
 #: Steps synthesized per block: ~1 minute of audio for 4 layers, ~10 MB.
 BLOCK_STEPS = 1024
@@ -288,6 +288,35 @@ def render(
         bar.close()
         pipeline.close()
     return RenderResult(Path(out), total_steps, pipeline.writer.duration, nonfinite_steps, windows)
+
+
+def condensed_audio(
+    source: NormLog | str | os.PathLike | np.ndarray, sound: SoundSettings | None = None, max_seconds: float = 60.0
+) -> tuple[np.ndarray, int]:
+    """The sound of a whole run in memory, at most ``max_seconds`` long, and its sample rate.
+
+    A longer run has its consecutive steps combined (see
+    :meth:`NormLog.condense`); spikes are found at full resolution first, so a
+    window with a spike keeps the accent, and a window with NaN/Inf keeps the
+    alarm. This is what notebooks and experiment trackers get.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> samples, rate = condensed_audio(np.ones((100_000, 4)), max_seconds=5)
+    >>> len(samples) / rate <= 5, rate
+    (True, 44100)
+    """
+    sound = sound or SoundSettings()
+    log = as_norm_log(source)
+    synth = sound.synthesizer(len(log.layer_names))
+    windows = max(1, int(max_seconds / synth.step_duration))
+    if log.accents is None:  # spikes found at full resolution, kept by the windows
+        log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0])
+    if len(log) > windows:
+        log = log.condense(windows)
+    samples = synth.synthesize(sound.pitch_map(log.norms)(log.norms), log.missing, log.accents)
+    return samples, synth.sample_rate
 
 
 def check_render_path(out: str | os.PathLike, *, overwrite: bool = False) -> bool:

@@ -18,7 +18,6 @@ import html
 import math
 import os
 import queue
-import sys
 import threading
 import time
 import warnings
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from ._errors import SonifyError, SonifyParameterError, SonifyWarning
+from ._errors import SonifyError, SonifyParameterError, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
@@ -100,6 +99,20 @@ class Sonifier:
         With ``live``: seconds of buffering asked of the sound card.
     metadata : dict, optional
         Extra settings stored in the log's JSON sidecar.
+    trackers : tracker or list of trackers, optional
+        Experiment trackers that get the run's sound when it closes: a
+        TensorBoard ``SummaryWriter``, a wandb run, ``mlflow``, a Lightning
+        logger or a folder (see :mod:`sonify.trackers` for every kind and the
+        tag scheme). The sound is condensed to ``audio_seconds``, alarms and
+        spikes kept. Needs the norm log (``log=True``).
+    log_audio_every_n_steps : int, optional
+        Also send the sound so far every this many optimizer steps. It is
+        rendered on a background thread; training never waits for it.
+    log_norms : bool
+        Also log every step's per-layer norms to the trackers, as scalars
+        ``sonify/grad_norm/<layer>``.
+    audio_seconds : float
+        Longest sound sent to a tracker (60 s by default).
 
     Notes
     -----
@@ -147,6 +160,10 @@ class Sonifier:
         metadata: dict[str, Any] | None = None,
         flush_interval: float = 0.5,
         overwrite: bool = False,
+        trackers: Any = None,
+        log_audio_every_n_steps: int | None = None,
+        log_norms: bool = False,
+        audio_seconds: float = 60.0,
         device: int | str | None = None,
     ) -> None:
         import torch
@@ -213,6 +230,11 @@ class Sonifier:
         self._reported: set[str] = set()
         self._misuse_reported = False
         self._groups_seen = len(target.param_groups) if target is not None else 0
+        self._trackers = (  # only rank 0 logs: other ranks' loggers are placeholders
+            _tracker_log(trackers, log, self.log_path, self.sound, log_audio_every_n_steps, log_norms, audio_seconds)
+            if self.rank == 0
+            else None
+        )
 
         # -- then acquire, under one ExitStack: a failure part-way releases what was taken --
         with contextlib.ExitStack() as stack:
@@ -302,6 +324,15 @@ class Sonifier:
             self._capturing = False
             self._recorder.fail("capture", f"reading the gradients failed ({_describe(exc)})", step=self._steps)
             self._report_news()
+        if self._trackers is not None:
+            self._poll_trackers()
+
+    def _poll_trackers(self) -> None:
+        try:
+            self._trackers.poll(self._steps)
+        except Exception as exc:  # the trackers stop; capture and the files go on
+            self._trackers = None
+            warn(f"sonify stopped logging to the trackers: {_describe(exc)}", stacklevel=4)
 
     def _to_live(self, items: list[StepNorms]) -> None:
         self._push_live(items)
@@ -393,7 +424,40 @@ class Sonifier:
             if "norm log" not in self._recorder.failures:
                 self._guarded("summary", self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
+        if self._trackers is not None:
+            try:
+                self._trackers.finish()
+            except Exception as exc:
+                warn(f"sonify could not log to the trackers: {_describe(exc)}", stacklevel=3)
         return self.stats
+
+    def log_audio(self, target: Any, *, max_seconds: float = 60.0, norms: bool = False) -> list[str]:
+        """Send the run so far (its norm log) to an experiment tracker: the sound, and the norms if asked.
+
+        ``target`` is a TensorBoard ``SummaryWriter``, a wandb run, ``mlflow``,
+        a Lightning logger or a folder; see :func:`sonify.trackers.log_audio`.
+        Returns where the sound went. A bad ``target`` is an error; a tracker
+        that fails while logging gives one warning.
+        """
+        from .record import load_norms
+        from .trackers import log_audio, tracker
+
+        tracker(target)  # a bad target is the caller's error, raised before anything is read
+        if self._writer is None:
+            raise SonifyParameterError("log_audio() reads the norm log; create the Sonifier with log=True")
+        try:
+            return log_audio(
+                target,
+                load_norms(self.log_path, drop_incomplete=True),
+                sound=self.sound,
+                max_seconds=max_seconds,
+                norms=norms,
+            )
+        except SonifyParameterError:
+            raise
+        except Exception as exc:
+            warn(f"sonify could not log to {type(target).__name__}: {_describe(exc)}", stacklevel=3)
+            return []
 
     def _guarded(self, part: str, action: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -452,6 +516,24 @@ class Sonifier:
         return f"<Sonifier {state}: {len(self.layers)} layers, {self._steps} steps -> {self.audio_path}>"
 
 
+def _tracker_log(
+    trackers: Any, log: bool, log_path: Path, sound: SoundSettings, every: int | None, norms: bool, seconds: float
+) -> Any:
+    """The :class:`~sonify.trackers.TrackerLog` for ``trackers=`` (checked), or None without trackers."""
+    if trackers is None:
+        if every is not None or norms:
+            raise SonifyParameterError(
+                "log_audio_every_n_steps= and log_norms= need trackers=: Sonifier(..., trackers=writer)"
+            )
+        return None
+    from .trackers import TrackerLog
+
+    if not log:
+        raise SonifyParameterError("trackers= read the norm log; leave log=True")
+    targets = trackers if isinstance(trackers, list) else [trackers]
+    return TrackerLog(targets, log_path, sound, every_n_steps=every, norms=norms, max_seconds=seconds)
+
+
 def _rank() -> int:
     import torch.distributed as dist
 
@@ -474,18 +556,6 @@ def _renamed(old: str, old_value: Any, new: str, new_value: Any) -> Any:
         raise SonifyParameterError(f"{old}= is the old name of {new}=; give only {new}=")
     warnings.warn(f"{old}= is now {new}= (the sound card, not the torch device)", DeprecationWarning, stacklevel=3)
     return old_value
-
-
-def warn(message: str, stacklevel: int = 2) -> None:
-    """Give a :class:`SonifyWarning`; where warnings are turned into errors, print it instead.
-
-    A monitor never raises into the training loop, not even through ``-W error``.
-    """
-    try:
-        warnings.warn(message, SonifyWarning, stacklevel=stacklevel + 1)
-    except Exception:
-        with contextlib.suppress(Exception):
-            sys.stderr.write(f"sonify: warning: {message}\n")
 
 
 def unique_out(path: str | os.PathLike) -> Path:

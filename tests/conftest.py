@@ -15,6 +15,7 @@ session), and record what was really played from the sink's monitor with
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from _virtual_audio import SoundServer
 from torch import nn
@@ -236,3 +238,42 @@ def train(model, optimizer, steps, seed=1, nan_at=None, reference=None):
                 ]
             )
         optimizer.step()
+
+
+# -- experiment trackers, offline --------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """wandb offline in tmp_path, MLflow's file store in tmp_path: no network, nothing outside the test folder."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "hf-tb"))
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:  # wandb keeps its settings (the folder) per process: start afresh
+        wandb.teardown()
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:  # so does MLflow (the tracking URI), once anything has set it
+        mlflow.set_tracking_uri(f"file:{tmp_path / 'mlruns'}")
+    yield tmp_path
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        wandb.finish()
+        wandb.teardown()
+
+
+def tensorboard_events(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"audio": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def decoded(data: bytes) -> np.ndarray:
+    samples, _ = soundfile.read(io.BytesIO(data), dtype="float32")
+    return samples

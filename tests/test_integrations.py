@@ -2,14 +2,17 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from torch import nn
 
 import sonify
-from conftest import ROOT
+from conftest import ROOT, decoded, tensorboard_events
+from sonify.rendering import condensed_audio
 
 
 def tiny_model():
@@ -160,3 +163,142 @@ def test_trainer_callback_records_what_the_optimizer_applies(tmp_path, max_grad_
     else:
         assert total.min() > 0.5
     assert log.metadata["max_grad_norm"] == max_grad_norm
+
+
+# -- sound in the trackers ------------------------------------------------------------
+
+
+def lightning_module(lightning, fail_at=None):
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_model()
+
+        def training_step(self, batch, index):
+            if fail_at is not None and self.global_step == fail_at:
+                raise ArithmeticError("the user's own error")
+            inputs, targets = batch
+            return nn.functional.cross_entropy(self.net(inputs), targets)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    return Module()
+
+
+def loader():
+    inputs, targets = dataset(256)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, targets), batch_size=4)
+
+
+def test_lightning_sends_sound_and_norms_to_every_logger(lightning, offline, tmp_path):
+    import mlflow
+    import wandb
+    from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+
+    from sonify.integrations.lightning import SonifyCallback
+    from sonify.trackers import AUDIO_TAG
+
+    loggers = [
+        TensorBoardLogger(tmp_path / "tb"),
+        CSVLogger(tmp_path / "csv"),
+        WandbLogger(project="sonify-test", save_dir=str(tmp_path)),
+        MLFlowLogger(tracking_uri=f"file:{tmp_path / 'mlruns'}"),
+    ]
+    callback = SonifyCallback(out=tmp_path / "pl.wav", log_audio_every_n_steps=20, log_norms=True)
+    trainer = lightning.Trainer(
+        max_steps=60,
+        callbacks=[callback],
+        logger=loggers,
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    try:
+        trainer.fit(lightning_module(lightning), loader())
+    finally:
+        wandb.finish()  # the next test must not find this run still open
+    log = sonify.load_norms(tmp_path / "pl.norms.csv")
+    expected, _ = condensed_audio(log)
+    assert len(log) == 60 and callback.sonifier._trackers.failures == {}
+
+    events = tensorboard_events(loggers[0].log_dir)
+    assert events.Audio(AUDIO_TAG)[-1].step == 60
+    np.testing.assert_allclose(decoded(events.Audio(AUDIO_TAG)[-1].encoded_audio_string), expected, atol=1.5 / 32767)
+    assert [s.step for s in events.Scalars("sonify/grad_norm/net.2")] == list(range(1, 61))
+
+    csv_dir = Path(loggers[1].log_dir)
+    np.testing.assert_allclose(
+        soundfile.read(csv_dir / "audio-step60.wav", dtype="float32")[0], expected, atol=1.5 / 32767
+    )
+    metrics = csv_dir.joinpath("metrics.csv").read_text().splitlines()
+    assert "sonify/grad_norm/net.0" in metrics[0] and len(metrics) >= 61
+
+    media = sorted(tmp_path.glob("wandb/offline-run-*/files/media/audio/sonify/*.wav"))
+    assert media and soundfile.info(media[-1]).duration > 0
+
+    client = mlflow.MlflowClient(tracking_uri=f"file:{tmp_path / 'mlruns'}")
+    names = [a.path for a in client.list_artifacts(loggers[3].run_id, "sonify")]
+    assert "sonify/audio-step60.wav" in names
+
+
+def test_lightning_run_stopped_by_an_exception_still_logs_its_sound(lightning, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from sonify.integrations.lightning import SonifyCallback
+    from sonify.trackers import AUDIO_TAG
+
+    logger = TensorBoardLogger(tmp_path / "tb")
+    trainer = lightning.Trainer(
+        max_steps=50,
+        callbacks=[SonifyCallback(out=tmp_path / "pl.wav")],
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    with pytest.raises(ArithmeticError, match="the user's own error"):
+        trainer.fit(lightning_module(lightning, fail_at=30), loader())
+    (clip,) = tensorboard_events(logger.log_dir).Audio(AUDIO_TAG)
+    assert clip.step == 30
+
+
+def test_trainer_callback_sends_sound_to_report_to_trackers(offline, tmp_path, working_torchvision):
+    import mlflow
+    import transformers
+    import wandb
+
+    from sonify.integrations.transformers import SonifyTrainerCallback
+    from sonify.trackers import AUDIO_TAG
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        max_steps=12,
+        per_device_train_batch_size=4,
+        learning_rate=0.01,
+        report_to=["tensorboard", "wandb", "mlflow"],
+        save_strategy="no",
+        logging_steps=4,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    callback = SonifyTrainerCallback(out=tmp_path / "hf.wav", log_norms=True)
+    trainer = transformers.Trainer(model=Classifier(), args=args, train_dataset=Rows(), callbacks=[callback])
+    try:
+        trainer.train()
+    finally:
+        wandb.finish()
+    log = sonify.load_norms(tmp_path / "hf.norms.csv")
+    expected, _ = condensed_audio(log)
+    assert callback.sonifier._trackers.failures == {}
+    events = tensorboard_events(offline / "hf-tb")  # the Trainer's TensorBoard folder
+    np.testing.assert_allclose(decoded(events.Audio(AUDIO_TAG)[-1].encoded_audio_string), expected, atol=1.5 / 32767)
+    assert "train/loss" in events.Tags()["scalars"] and "sonify/grad_norm/net.0" in events.Tags()["scalars"]
+    assert list(offline.glob("wandb/offline-run-*/files/media/audio/sonify/*.wav"))
+    (run,) = mlflow.search_runs(output_format="list", search_all_experiments=True)
+    assert "sonify/audio-step12.wav" in [
+        a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "sonify")
+    ]

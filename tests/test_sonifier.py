@@ -447,8 +447,7 @@ def test_default_names_never_collide(tmp_path, monkeypatch):
 def test_a_stale_sonifier_never_touches_the_next_runs_files(tmp_path):
     from sonify.integrations._holder import _SonifierHolder
 
-    holder = _SonifierHolder()
-    holder._hold(tmp_path / "run.wav", {})
+    holder = _SonifierHolder(tmp_path / "run.wav")
     model = make_model()
     holder._start(model)  # run 1 ... which dies without telling the callback (no exception event)
     stale = holder.sonifier
@@ -626,3 +625,17 @@ def test_a_zero_redundancy_optimizer_is_heard(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0 and "rows 3" in result.stdout, result.stderr[-2000:]
+
+
+def test_a_compiled_optimizer_step_is_heard_with_exact_norms(tmp_path):
+    model, reference = make_model(), []
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    class CompiledStep:  # what the loop sees: optimizer.step compiled with torch.compile
+        zero_grad = optimizer.zero_grad
+        step = staticmethod(torch.compile(optimizer.step))
+
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "compiled.wav") as son:
+        train(model, CompiledStep(), 4, reference=reference)
+    assert son.failures == {}
+    np.testing.assert_allclose(sonify.load_norms(son.log_path).norms, reference, rtol=1e-5)

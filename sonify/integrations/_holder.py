@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._errors import SonifyError
+from .._errors import SonifyError, SonifyParameterError, warn
 from ..output import check_audio_path
-from ..sonifier import Sonifier, unique_out, warn
+from ..sonifier import Sonifier, unique_out
+from ..trackers import check_options, tracker
 
 
 class _SonifierHolder:
@@ -28,17 +29,39 @@ class _SonifierHolder:
         The Sonifier of the current (or last) run; kept after the run for its stats and files.
     """
 
-    def _hold(self, out: str | os.PathLike | None, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike | None = None,
+        *,
+        log_audio: bool = True,
+        log_audio_every_n_steps: int | None = None,
+        log_norms: bool = False,
+        audio_seconds: float = 60.0,
+        **options: Any,
+    ) -> None:
         if out is not None:
             check_audio_path(out, overwrite=True)  # the name now; whether it is free, when a run starts
+        if "trackers" in options:
+            raise SonifyParameterError(
+                "the callback finds the trackers itself (the trainer's loggers); leave trackers= out"
+            )
+        check_options(log_audio_every_n_steps, audio_seconds)
         self.out = Path(out) if out is not None else None
         self.options = options
+        self.tracker_options = {
+            "log_audio_every_n_steps": log_audio_every_n_steps,
+            "log_norms": log_norms,
+            "audio_seconds": audio_seconds,
+        }
+        self.log_audio = log_audio or log_norms
         self.sonifier: Sonifier | None = None
 
-    def _start(self, model: Any, **metadata: Any) -> None:
+    def _start(self, model: Any, trackers: list[Any] | None = None, **metadata: Any) -> None:
         self._stop(drain=False)  # a run that died without telling us
         extra = {**metadata, **self.options.get("metadata", {})}
         options = {key: value for key, value in self.options.items() if key != "metadata"}
+        if trackers and self.log_audio:
+            options.update(self.tracker_options, trackers=trackers)
         out = self.out
         if out is not None and not options.get("overwrite"):
             out = unique_out(out)
@@ -56,3 +79,16 @@ class _SonifierHolder:
     def _stop(self, drain: bool = True) -> None:
         if self.sonifier is not None:
             self.sonifier.close(drain=drain)
+
+    @staticmethod
+    def _usable(candidates: list[Any]) -> list[Any]:
+        """The candidates sonify can log to; one notice for each it cannot."""
+        usable = []
+        for candidate in candidates:
+            try:
+                tracker(candidate)
+                usable.append(candidate)
+            except Exception as exc:  # inside the framework's loop: never stop the training
+                reason = str(exc) if isinstance(exc, SonifyError) else f"{type(exc).__name__}: {exc}"
+                warn(f"{reason}; the sound is in sonify's own files", stacklevel=4)
+        return usable

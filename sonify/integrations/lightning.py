@@ -8,11 +8,18 @@ Norms are read in ``on_before_optimizer_step``: after the whole accumulation
 window, after AMP unscaling, and **before** Lightning clips the gradients
 (``gradient_clip_val``), for every optimizer step, including the ones the
 AMP scaler then skips because of inf/NaN (they sound the alarm).
+
+**Sound in the loggers.** At the end of training (``on_train_end``, before
+the loggers close) and, with ``log_audio_every_n_steps``, while it runs, the
+sound goes to every logger the trainer has: ``TensorBoardLogger`` (an audio
+summary), ``WandbLogger`` (``wandb.Audio``), ``MLFlowLogger`` (a WAV
+artifact), ``CSVLogger`` (a WAV beside ``metrics.csv``); see
+:mod:`sonify.trackers` for the tag scheme. A run stopped by an exception
+still logs what it recorded.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from .._errors import SonifyError
@@ -43,6 +50,17 @@ class SonifyCallback(_pl.Callback, _SonifierHolder):
     ----------
     out : str or PathLike, optional
         The audio file; the norm log goes beside it (see :class:`~sonify.Sonifier`).
+    log_audio : bool
+        Send the sound (condensed to ``audio_seconds``, alarms and spikes kept)
+        to the trainer's loggers at the end of training.
+    log_audio_every_n_steps : int, optional
+        Also send the sound so far every this many optimizer steps (rendered
+        on a background thread; training does not wait).
+    log_norms : bool
+        Also log each layer's norm at every optimizer step as
+        ``sonify/grad_norm/<layer>``.
+    audio_seconds : float
+        Longest sound sent to a logger.
     **options
         Any other :class:`~sonify.Sonifier` option: ``layers``, ``params``,
         ``group``, ``sound``, ``mapping``, ``live``, ``output_device``, ``pace``, ...
@@ -53,15 +71,15 @@ class SonifyCallback(_pl.Callback, _SonifierHolder):
         The Sonifier of the current or last ``fit`` (on every rank; only rank 0 writes and plays).
     """
 
-    def __init__(self, out: str | os.PathLike | None = None, **options: Any) -> None:
-        super().__init__()
-        self._hold(out, options)
-
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start(pl_module, framework=f"lightning {_pl.__version__}", max_steps=trainer.max_steps)
+        loggers = self._usable(list(trainer.loggers)) if self.log_audio and trainer.is_global_zero else []
+        self._start(pl_module, loggers, framework=f"lightning {_pl.__version__}", max_steps=trainer.max_steps)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         self._step()
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._stop()  # here, not at on_fit_end: the loggers are finalized in between
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._stop()
