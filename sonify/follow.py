@@ -302,7 +302,7 @@ def follow(
         When standard input ends. A file is followed until Ctrl-C
         (``KeyboardInterrupt``, re-raised with the report attached as ``report``).
     """
-    from .playback import _LivePlayer
+    from ._pipelines import LivePlayer
 
     sound = sound or SoundSettings()
     if isinstance(sound.norm_range, str):
@@ -354,7 +354,7 @@ def follow(
                 finish(drain=True)
             elif event[0] == "run":
                 finish(drain=True)
-                player = _LivePlayer(sound, len(event[1]), pitch_map, device=output_device, latency=latency)
+                player = LivePlayer(sound, len(event[1]), pitch_map, device=output_device, latency=latency)
                 totals["runs"] += 1
             else:
                 _, step, norms, missing = event

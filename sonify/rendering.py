@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,11 @@ import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
 from ._files import check_new_file
+from ._pipelines import AudioPipeline
 from ._progress import progress_bar
 from .mapping import SPIKE_FACTOR, SPIKE_WINDOW, PitchMap, SpikeDetector, get_map
 from .midi import MIDI_SUFFIXES
-from .output import AudioFileWriter, check_audio_path
+from .output import check_audio_path
 from .record import NormLog, as_norm_log
 from .synthesize import Synthesizer
 
@@ -151,66 +150,6 @@ class RenderResult:
     windows: int | None = None
 
 
-class _AudioPipeline:
-    """Pitch map, synthesizer and file writer for one run's audio."""
-
-    def __init__(
-        self,
-        sound: SoundSettings,
-        n_voices: int,
-        path: str | os.PathLike,
-        pitch_map: PitchMap,
-        *,
-        overwrite: bool = False,
-    ) -> None:
-        self.pitch_map = pitch_map
-        self.synth = sound.synthesizer(n_voices)
-        self.spikes = sound.spike_detector(n_voices)
-        self.writer = AudioFileWriter(
-            path,
-            sound.sample_rate,
-            channels=self.synth.channels,
-            sample_format=sound.sample_format,
-            overwrite=overwrite,
-        )
-
-    def feed(self, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None = None) -> None:
-        """Synthesize and write a block of steps, in the calling thread (spikes found here unless given)."""
-        accents = self.spikes(norms, missing) if accents is None else accents
-        self.writer.write(self.synth.synthesize(self.pitch_map(norms), missing, accents))
-
-    def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, ...]], workers: int | None = None) -> None:
-        """Synthesize many blocks on a thread pool, writing them in order.
-
-        Planning (pitches, phases) is sequential and cheap; filling samples
-        runs on ``workers`` threads (NumPy releases the GIL) while this thread
-        writes finished blocks, so file writing and synthesis overlap. A few
-        buffers are recycled, so memory stays flat.
-        """
-        workers = workers or min(4, os.cpu_count() or 1)
-        spare: list[np.ndarray] = []
-        pending: deque = deque()
-        with ThreadPoolExecutor(workers, thread_name_prefix="sonify-synth") as pool:
-            for norms, missing, accents in blocks:
-                accents = self.spikes(norms, missing) if accents is None else accents
-                plan = self.synth.plan(self.pitch_map(norms), missing, accents)
-                size = len(norms) * self.synth.step_samples * self.synth.channels
-                buffer = spare.pop() if spare and spare[-1].size >= size else np.empty(size, np.float32)
-                pending.append((pool.submit(self.synth.fill, plan, buffer), buffer))
-                if len(pending) > workers:
-                    spare.append(self._write_next(pending))
-            while pending:
-                self._write_next(pending)
-
-    def _write_next(self, pending: deque) -> np.ndarray:
-        future, buffer = pending.popleft()
-        self.writer.write(future.result())
-        return buffer
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def render(
     source: NormLog | str | os.PathLike | np.ndarray | Sequence[Sequence[float]],
     out: str | os.PathLike,
@@ -280,7 +219,7 @@ def render(
             windows = None
     if midi:
         return RenderResult(Path(out), total_steps, _render_midi(log, out, sound, overwrite), nonfinite_steps, windows)
-    pipeline = _AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
+    pipeline = AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
     bar = progress_bar(len(log), "render", enabled=progress)
     try:
         pipeline.feed_blocks(_blocks(log, bar))

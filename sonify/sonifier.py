@@ -32,12 +32,12 @@ from . import __version__
 from ._errors import SonifyError, SonifyParameterError, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
+from ._pipelines import AudioPipeline, LivePlayer, LiveReport
 from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap, SpikeDetector
 from .output import check_audio_path
-from .playback import LiveReport, _LivePlayer
 from .record import NormLogWriter, RunStats, StepNorms, log_paths
-from .rendering import SoundSettings, _AudioPipeline
+from .rendering import SoundSettings
 from .stream import DEFAULT_LATENCY
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ class Sonifier:
         with contextlib.ExitStack() as stack:
             # The sound card first: if it fails, no files are left behind.
             self._live = (
-                _LivePlayer(self.sound, len(self.layers), pitch_map, device=output_device, pace=pace, latency=latency)
+                LivePlayer(self.sound, len(self.layers), pitch_map, device=output_device, pace=pace, latency=latency)
                 if live
                 else None
             )
@@ -252,7 +252,7 @@ class Sonifier:
             if self._writer is not None:
                 stack.callback(_discard, self._writer.close, self.log_path, self.meta_path)
             self._audio = (
-                _AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map, overwrite=overwrite)
+                AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map, overwrite=overwrite)
                 if audio
                 else None
             )
@@ -610,7 +610,7 @@ class _Recorder:
         self,
         stats: RunStats,
         writer: NormLogWriter | None,
-        audio: _AudioPipeline | None,
+        audio: AudioPipeline | None,
         flush_interval: float,
         spikes: SpikeDetector,
     ) -> None:

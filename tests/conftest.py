@@ -277,3 +277,11 @@ def tensorboard_events(folder):
 def decoded(data: bytes) -> np.ndarray:
     samples, _ = soundfile.read(io.BytesIO(data), dtype="float32")
     return samples
+
+
+def is_alarm(slot, sample_rate=44100):
+    """Whether a slot of sound is the alarm chord (its three partials and nothing else)."""
+    from sonify.synthesize import ALARM_PARTIALS_HZ
+
+    peaks = spectral_peaks(slot, sample_rate, threshold=0.3)
+    return len(peaks) == 3 and all(abs(p - f) < 15 for p, f in zip(peaks, ALARM_PARTIALS_HZ))

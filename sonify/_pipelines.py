@@ -1,0 +1,246 @@
+"""The two places sound goes while it is made: a file and the sound card.
+
+:class:`AudioPipeline` (pitch map, synthesizer and file writer) serves
+:func:`sonify.render` and a :class:`~sonify.Sonifier`'s WAV; :class:`LivePlayer`
+(pitch map, synthesizer and stream, on its own thread) serves live sound
+during training, ``sonify play --follow`` and the Sonifier's ``live=True``.
+They are private to the package: the public entry points are ``render``,
+``play`` and ``Sonifier``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .mapping import PitchMap
+from .output import AudioFileWriter
+from .stream import BLOCKSIZE, DEFAULT_LATENCY, LiveStream
+
+if TYPE_CHECKING:
+    from .rendering import SoundSettings
+
+__all__ = ["PACE_AHEAD", "AudioPipeline", "LivePlayer", "LiveReport", "newest_keeping_alarms"]
+
+
+class AudioPipeline:
+    """Pitch map, synthesizer and file writer for one run's audio."""
+
+    def __init__(
+        self,
+        sound: SoundSettings,
+        n_voices: int,
+        path: str | os.PathLike,
+        pitch_map: PitchMap,
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        self.pitch_map = pitch_map
+        self.synth = sound.synthesizer(n_voices)
+        self.spikes = sound.spike_detector(n_voices)
+        self.writer = AudioFileWriter(
+            path,
+            sound.sample_rate,
+            channels=self.synth.channels,
+            sample_format=sound.sample_format,
+            overwrite=overwrite,
+        )
+
+    def feed(self, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None = None) -> None:
+        """Synthesize and write a block of steps, in the calling thread (spikes found here unless given)."""
+        accents = self.spikes(norms, missing) if accents is None else accents
+        self.writer.write(self.synth.synthesize(self.pitch_map(norms), missing, accents))
+
+    def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, ...]], workers: int | None = None) -> None:
+        """Synthesize many blocks on a thread pool, writing them in order.
+
+        Planning (pitches, phases) is sequential and cheap; filling samples
+        runs on ``workers`` threads (NumPy releases the GIL) while this thread
+        writes finished blocks, so file writing and synthesis overlap. A few
+        buffers are recycled, so memory stays flat.
+        """
+        workers = workers or min(4, os.cpu_count() or 1)
+        spare: list[np.ndarray] = []
+        pending: deque = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="sonify-synth") as pool:
+            for norms, missing, accents in blocks:
+                accents = self.spikes(norms, missing) if accents is None else accents
+                plan = self.synth.plan(self.pitch_map(norms), missing, accents)
+                size = len(norms) * self.synth.step_samples * self.synth.channels
+                buffer = spare.pop() if spare and spare[-1].size >= size else np.empty(size, np.float32)
+                pending.append((pool.submit(self.synth.fill, plan, buffer), buffer))
+                if len(pending) > workers:
+                    spare.append(self._write_next(pending))
+            while pending:
+                self._write_next(pending)
+
+    def _write_next(self, pending: deque) -> np.ndarray:
+        future, buffer = pending.popleft()
+        self.writer.write(future.result())
+        return buffer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+#: Audio that ``pace=True`` lets training run ahead of what is heard, in seconds.
+PACE_AHEAD = 0.25
+
+
+@dataclass(frozen=True)
+class LiveReport:
+    """What live playback did during a run."""
+
+    device: str
+    played: int
+    skipped: int
+    underruns: int
+    failure: str | None
+
+    def describe(self) -> str:
+        """One line for a run summary."""
+        text = f"{self.played} steps played on {self.device!r}"
+        if self.skipped:
+            text += f", {self.skipped} skipped to keep up with training (all are in the WAV and log)"
+        text += f", {self.underruns} underruns"
+        if self.failure:
+            text += f"; stopped early: {self.failure}"
+        return text
+
+
+class LivePlayer:
+    """Steps in, sound out: the live pitch map, synthesizer and stream, on their own thread.
+
+    The training thread only calls :meth:`push` (a deque append and an event).
+    """
+
+    def __init__(
+        self,
+        sound: SoundSettings,
+        n_voices: int,
+        pitch_map: PitchMap,
+        *,
+        device: int | str | None = None,
+        pace: bool = False,
+        latency: float = DEFAULT_LATENCY,
+    ) -> None:
+        self.pitch_map = pitch_map
+        self.synth = sound.synthesizer(n_voices)
+        self.spikes = sound.spike_detector(n_voices)
+        self.stream = LiveStream(
+            sound.sample_rate,
+            device=device,
+            channels=self.synth.channels,
+            latency=latency,
+            buffer_seconds=max(2.0, 4 * self.synth.step_duration),
+        )
+        self.pace = pace
+        self.played = 0
+        self.skipped = 0
+        #: (stream frame where the step's sound starts, step, time it was pushed), when timing is on.
+        self.timeline: list[tuple[int, int, float]] | None = None
+        self._pending: deque = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._abort = False
+        self._idle = False
+        # Refill when less than this is queued: one callback block keeps the
+        # card fed while the newest step waits as little as possible.
+        self._low_water = BLOCKSIZE
+        self._thread = threading.Thread(target=self._run, name="sonify-live", daemon=True)
+        self._thread.start()
+
+    @property
+    def failure(self) -> str | None:
+        return self.stream.failure
+
+    def push(self, step: int, norms: np.ndarray, missing: np.ndarray, when: float) -> None:
+        """Hand over one step (called from the training thread)."""
+        self._pending.append((step, norms, missing, when))
+        if self._idle:  # only wake a player that waits for steps, not one waiting for the card to drain
+            self._wake.set()
+
+    def unplayed_seconds(self, steps_behind: int = 0) -> float:
+        """Sound not yet played: queued in the stream, pending, and ``steps_behind`` more steps."""
+        frames = self.stream.backlog + (len(self._pending) + steps_behind) * self.synth.step_samples
+        return frames / self.synth.sample_rate
+
+    def wait_for_pace(self, steps_behind: int) -> None:
+        """Block until at most :data:`PACE_AHEAD` seconds of sound are ahead of the listener."""
+        ahead = max(PACE_AHEAD, 2 * self.synth.step_duration)
+        while self.unplayed_seconds(steps_behind) > ahead and self.stream.check() is None:
+            time.sleep(0.005)
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:  # a bug here must not hang a paced training loop: report it as a failure
+            self.stream.failure = f"live sound failed ({type(exc).__name__}: {exc})"
+
+    def _serve(self) -> None:
+        rate = self.synth.sample_rate
+        while True:
+            if self._abort or self.stream.check():
+                self._pending.clear()
+                if self._closing:
+                    return
+                self._wake.wait(0.1)
+                self._wake.clear()
+                continue
+            excess = self.stream.backlog - self._low_water
+            if excess > 0:
+                self._wake.wait(excess / rate)
+                self._wake.clear()
+                continue
+            self._idle = True
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            self._idle = False
+            self._play_next()
+
+    def _play_next(self) -> None:
+        batch = [self._pending.popleft()] if self.pace else [self._pending.popleft() for _ in range(len(self._pending))]
+        self.skipped += len(batch) - 1
+        # Every step goes through the spike detector (its history), and a spike is never skipped either.
+        spikes = self.spikes(np.stack([item[1] for item in batch]), np.stack([item[2] for item in batch]))
+        step, norms, missing, when = newest_keeping_alarms(batch)
+        accent = spikes.any(axis=0) & ~missing & np.isfinite(norms)
+        samples = self.synth.synthesize(self.pitch_map(norms[None, :]), missing[None, :], accent[None, :])
+        if self.timeline is not None:
+            self.timeline.append((self.stream.written, step, when))
+        self.stream.write(samples, block=False)
+        self.played += 1
+
+    def close(self, drain: bool = True) -> LiveReport:
+        """Play what is due (everything when pacing), stop the stream and report."""
+        self._closing = True
+        self._idle = True
+        self._abort = not drain
+        self._wake.set()
+        self._thread.join()
+        self.stream.close(drain=drain)
+        return LiveReport(self.stream.device_name, self.played, self.skipped, self.stream.underruns, self.failure)
+
+
+def newest_keeping_alarms(batch: list[tuple[int, np.ndarray, np.ndarray, float]]) -> tuple:
+    """The newest of several waiting steps, with the alarm of any layer that was NaN/Inf in the others."""
+    step, norms, missing, when = batch[-1]
+    alarm = np.zeros(len(norms), bool)
+    for _, older_norms, older_missing, _ in batch[:-1]:
+        alarm |= ~np.isfinite(older_norms) & ~older_missing
+    if alarm.any():
+        norms = np.where(alarm, np.nan, norms)
+        missing = missing & ~alarm
+    return step, norms, missing, when
