@@ -144,7 +144,7 @@ def load_dataset(
 
 
 def _import_torchvision() -> Any:
-    return require("torchvision", extra="mnist", purpose="MNIST")
+    return require("torchvision", extra=None, purpose="MNIST")
 
 
 def _load_mnist(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, str, str]:
