@@ -17,6 +17,7 @@ from conftest import ROOT
         "bench_memory.py",
         "bench_live.py",
         "bench_follow.py",
+        "bench_peers.py",
         "bench_resnet.py",
         "bench_gpu_sync.py",
     ],
