@@ -311,6 +311,7 @@ class GradientCapture:
         self.sharded = sharded or any(_is_dtensor(p) for layer in self.layers for p in layer.parameters)
         self._in_flight: deque = deque()
         self._gaps_checked: tuple = ()
+        self._careful = False  # the last step had a missing or sparse gradient
         self._bind([p for layer in self.layers for p in layer.parameters])
 
     def _bind(self, parameters: list) -> None:
@@ -330,6 +331,7 @@ class GradientCapture:
         self._all_present = np.zeros(len(self.layers), dtype=bool)
         self._all_present.flags.writeable = False  # shared by every complete step
         self._full_segments = _segment_starts(self._owners)
+        self._one_per_segment = len(self._full_segments) == len(self.layers)  # no layer without parameters
 
     def rebind(self) -> bool:
         """Follow parameters that were replaced in their modules (``load_state_dict(assign=True)``).
@@ -364,7 +366,17 @@ class GradientCapture:
         if self.sharded:
             self._submit_sharded(step, grads)
             return
-        if any(g is None or g.is_sparse for g in grads):
+        if not self._careful:  # the common case: every gradient there and dense, nothing checked per parameter
+            try:
+                values = self._parameter_norms(grads, None)
+            except (TypeError, RuntimeError):  # a missing (None) or sparse gradient: take the careful path
+                pass
+            else:
+                self._to_host(step, values, None, grads)
+                return
+        missing_or_sparse = any(g is None or g.is_sparse for g in grads)
+        self._careful = missing_or_sparse  # a frozen layer stays frozen: keep checking while it lasts
+        if missing_or_sparse:
             # A frozen layer misses its gradient at every step: look for replaced parameters only when
             # the set of missing gradients changes, not on every step.
             gaps = tuple(i for i, g in enumerate(grads) if g is None)
@@ -387,7 +399,11 @@ class GradientCapture:
         if self._complex:
             chosen = set(self._complex) if index is None else set(np.flatnonzero(np.isin(index, self._complex)))
             grads = [torch.view_as_real(g) if i in chosen else g for i, g in enumerate(grads)]
-        with torch.no_grad():
+        # Gradients of a create_graph=True backward carry autograd history: never extend it. (Set directly:
+        # a torch.no_grad() object costs more than the rest of this bookkeeping.)
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
             if not self._half:
                 norms = torch._foreach_norm(grads, 2)
             else:
@@ -396,11 +412,16 @@ class GradientCapture:
                 norms = list(torch._foreach_norm(grads, 2)) if len(half) < len(grads) else [None] * len(grads)
                 for i, norm in zip(half, torch._foreach_norm([grads[i] for i in half], 2, dtype=torch.float32)):
                     norms[i] = norm
+            if not (self._wide or self._half):
+                try:
+                    return torch.stack(norms)
+                except RuntimeError:  # gradients on several devices (model parallel): gathered below
+                    pass
             device = grads[0].device
             dtype = torch.float64 if self._wide else torch.float32
-            if self._wide or self._half or any(g.device != device for g in grads):  # mixed dtypes or devices
-                norms = [n.to(device=device, dtype=dtype, non_blocking=True) for n in norms]
-            return torch.stack(norms)
+            return torch.stack([n.to(device=device, dtype=dtype, non_blocking=True) for n in norms])
+        finally:
+            torch._C._set_grad_enabled(enabled)
 
     def _to_host(self, step: int, values: torch.Tensor, index: np.ndarray | None, grads: list | None) -> None:
         """Queue the step's values for the host: at once on the CPU, asynchronously on a GPU.
@@ -410,14 +431,14 @@ class GradientCapture:
         """
         import torch
 
-        if values.device.type == "cuda":
+        if values.is_cuda:
             host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             host.copy_(values, non_blocking=True)
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(values.device))
             self._in_flight.append((step, host, index, event, grads is None))
         else:
-            norms = values.detach().cpu().numpy().astype(np.float64)
+            norms = (values if values.is_cpu else values.cpu()).numpy().astype(np.float64)
             if grads is not None and not np.isfinite(norms).all():
                 norms = _exact_overflowed(norms, grads)
             self._in_flight.append((step, norms, index, None, grads is None))
@@ -488,15 +509,13 @@ class GradientCapture:
         count = len(self.layers)
         if sharded:  # layer norms, then how many ranks held a gradient of each layer
             return StepNorms(step, values[:count], values[count:] == 0)
-        if index is None:
-            if self._trivial:
-                return StepNorms(step, values, self._all_present)
-            owners, starts, missing = self._owners, self._full_segments, self._all_present
-        else:
-            owners = self._owners[index]
-            starts = _segment_starts(owners)
-            missing = np.ones(count, dtype=bool)
-            missing[owners] = False
+        if index is None and self._one_per_segment:  # every layer present: one segment per layer, in order
+            norms = values if self._trivial else _combine(values, self._full_segments)
+            return StepNorms(step, norms, self._all_present)
+        owners = self._owners if index is None else self._owners[index]
+        starts = _segment_starts(owners)
+        missing = np.ones(count, dtype=bool)
+        missing[owners] = False
         layer_norms = np.zeros(count)
         layer_norms[owners[starts]] = _combine(values, starts)
         return StepNorms(step, layer_norms, missing)
@@ -511,7 +530,7 @@ def _segment_starts(owners: np.ndarray) -> np.ndarray:
 
 def _combine(norms: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """L2 norm of each segment of per-parameter norms, in float64 without overflow."""
-    if norms.size and np.nanmax(np.where(np.isinf(norms), 0.0, norms), initial=0.0) < 1e150:
+    if norms.size and norms.max() < 1e150:  # the common case; NaN, Inf and huge norms go the careful way
         return np.sqrt(np.add.reduceat(norms * norms, starts))
     # Huge float64 norms: scale each segment by its largest finite value first.
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
