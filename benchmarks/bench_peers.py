@@ -22,7 +22,10 @@ Models: the reference CNN (LeNet, 8 parameter tensors in 4 layers) at batch 10
 and 64, and a larger one: a 4-layer Transformer encoder (d_model 256, 42
 parameter tensors in 14 layers) at batch 16 of 32 tokens. The ratio of each
 variant is the median over rounds of (its step time / bare step time in the
-same round), with the middle half of the rounds.
+same round), with the middle half of the rounds. Every variant has its own
+model with its monitor attached for the whole measurement (sonify's recorder
+thread writes its files meanwhile, as in a real run); in each round every
+variant trains a short block of steps, the order rotated round by round.
 
     python benchmarks/bench_peers.py [--smoke]
 """
@@ -100,37 +103,44 @@ def layer_parameters(model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
     ]
 
 
-def run(variant: str, model_name: str, batch: int, steps: int, workdir: str, peers: dict[str, Any]) -> float:
-    model, inputs, targets = make(model_name, batch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
-    handle, son, run_ = None, None, None
-    if variant == "floor":
-        handle = optimizer.register_step_pre_hook(floor_hook(model))
-    elif variant == "naive loop":
-        handle = optimizer.register_step_pre_hook(naive_hook(model, layer_parameters(model)))
-    elif variant == "lightning grad_norm":
-        handle = optimizer.register_step_pre_hook(lightning_hook(model, peers["grad_norm"]))
-    elif variant == "wandb.watch":
-        run_ = peers["wandb"].run
-        run_.watch(model, log="gradients", log_freq=1)
-    elif variant == "sonify":
-        son = sonify.Sonifier(model, optimizer, out=Path(workdir) / f"peers-{model_name}-{batch}.wav", overwrite=True)
-    try:
-        for index in range(3 + steps):  # 3 warm-up steps
-            if index == 3:
-                start = time.perf_counter()
-            optimizer.zero_grad()
-            F.nll_loss(model(inputs), targets).backward()
-            optimizer.step()
-        elapsed = time.perf_counter() - start
-    finally:
-        if son is not None:
-            son.close()
-        if handle is not None:
-            handle.remove()
-        if run_ is not None:
-            run_.unwatch(model)
-    return elapsed / steps
+class Variant:
+    """One variant's own model, optimizer and monitor, attached for the whole measurement."""
+
+    def __init__(self, name: str, model_name: str, batch: int, workdir: str, peers: dict[str, Any]) -> None:
+        self.name = name
+        self.model, self.inputs, self.targets = make(model_name, batch)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.5)
+        self.handle, self.son, self.run = None, None, None
+        if name == "floor":
+            self.handle = self.optimizer.register_step_pre_hook(floor_hook(self.model))
+        elif name == "naive loop":
+            self.handle = self.optimizer.register_step_pre_hook(naive_hook(self.model, layer_parameters(self.model)))
+        elif name == "lightning grad_norm":
+            self.handle = self.optimizer.register_step_pre_hook(lightning_hook(self.model, peers["grad_norm"]))
+        elif name == "wandb.watch":
+            self.run = peers["wandb"].run
+            self.run.watch(self.model, log="gradients", log_freq=1)
+        elif name == "sonify":
+            out = Path(workdir) / f"peers-{model_name}-{batch}.wav"
+            self.son = sonify.Sonifier(self.model, self.optimizer, out=out, overwrite=True)
+        self.steps(3)  # warm-up
+
+    def steps(self, count: int) -> float:
+        """Seconds per training step over ``count`` steps."""
+        start = time.perf_counter()
+        for _ in range(count):
+            self.optimizer.zero_grad()
+            F.nll_loss(self.model(self.inputs), self.targets).backward()
+            self.optimizer.step()
+        return (time.perf_counter() - start) / count
+
+    def close(self) -> None:
+        if self.son is not None:
+            self.son.close()
+        if self.handle is not None:
+            self.handle.remove()
+        if self.run is not None:
+            self.run.unwatch(self.model)
 
 
 def available_peers(workdir: str) -> tuple[dict[str, Any], list[str]]:
@@ -156,7 +166,9 @@ def available_peers(workdir: str) -> tuple[dict[str, Any], list[str]]:
 
 def main() -> None:
     args = parse_args(__doc__)
-    rounds, steps = (2, 3) if args.smoke else (int(os.environ.get("BENCH_ROUNDS", 40)), 30)
+    rounds = 2 if args.smoke else int(os.environ.get("BENCH_ROUNDS", 200))
+    # Blocks of steps per round: short blocks, many rounds (the Encoder's steps are 20x longer).
+    rounds_for = {"LeNet": (rounds, 3 if args.smoke else 10), "Encoder": (max(2, rounds // 5), 2 if args.smoke else 4)}
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cases = [("LeNet", 10), ("LeNet", 64), ("Encoder", 16)]
     rows = []
@@ -165,12 +177,23 @@ def main() -> None:
         variants = ["bare", "floor", "sonify", "naive loop"]
         variants += ["lightning grad_norm"] if "grad_norm" in peers else []
         variants += ["wandb.watch"] if "wandb" in peers else []
+        print(
+            f"training-thread cost against bare training, rounds x steps per block {rounds_for}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine()}"
+        )
+        for note in notes:
+            print(f"({note})")
         for model_name, batch in cases:
+            print(f"... {model_name} batch {batch}", file=sys.stderr, flush=True)
+            rounds, steps = rounds_for[model_name]
+            built = [Variant(name, model_name, batch, workdir, peers) for name in variants]
             times: dict[str, list[float]] = {v: [] for v in variants}
-            for index in range(rounds):
-                shift = index % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
-                    times[variant].append(run(variant, model_name, batch, steps, workdir, peers))
+            for index in range(rounds):  # every monitor stays attached; blocks of steps take turns
+                shift = index % len(built)
+                for variant in built[shift:] + built[:shift]:
+                    times[variant.name].append(variant.steps(steps))
+            for variant in built:
+                variant.close()
             floor = np.array(times["floor"]) / np.array(times["bare"])
             for variant in variants:
                 ratios = np.array(times[variant]) / np.array(times["bare"])
@@ -187,12 +210,6 @@ def main() -> None:
                 )
         if "wandb" in peers:
             peers["wandb"].finish()
-    print(
-        f"training-thread cost against bare training, {rounds} interleaved rounds x {steps} steps, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine()}"
-    )
-    for note in notes:
-        print(f"({note})")
     print(
         table(
             ["model", "variant", "median step", "ratio vs bare", "middle half of rounds", "ratio minus floor's"],

@@ -33,7 +33,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -273,6 +273,21 @@ def _describe(selector: object) -> str:
     return getattr(selector, "__name__", None) or repr(selector)
 
 
+class ParameterNorms(NamedTuple):
+    """A complete step's norms still one per *parameter*, straight from the device (a list of floats).
+
+    The training thread hands them on as they are, and the sinks' thread
+    combines them into layers (:func:`layer_rows`): right after a training
+    step NumPy's code is cold in the caches, and each small NumPy call costs
+    several microseconds there.
+    """
+
+    step: int
+    norms: list
+    missing: np.ndarray  # bool per layer (all False: every layer present)
+    segments: np.ndarray  # where each layer's parameters start
+
+
 class GradientCapture:
     """Compute per-layer gradient norms with one fused call and one host copy.
 
@@ -438,9 +453,11 @@ class GradientCapture:
             event.record(torch.cuda.current_stream(values.device))
             self._in_flight.append((step, host, index, event, grads is None))
         else:
-            norms = (values if values.is_cpu else values.cpu()).numpy().astype(np.float64)
-            if grads is not None and not np.isfinite(norms).all():
-                norms = _exact_overflowed(norms, grads)
+            # Python floats, not NumPy: right after a training step NumPy's code is cold in the caches and
+            # each small NumPy call costs several microseconds there; tolist() and sum() do not.
+            norms = (values if values.is_cpu else values.cpu()).tolist()
+            if grads is not None and not math.isfinite(sum(norms)):  # NaN/Inf, or a sum too large: look closer
+                norms = _exact_overflowed(np.array(norms), grads)
             self._in_flight.append((step, norms, index, None, grads is None))
 
     def _submit_sharded(self, step: int, grads: list) -> None:
@@ -486,32 +503,42 @@ class GradientCapture:
                 index.append(position)
         return present, np.array(index, dtype=np.intp)
 
-    def ready(self) -> list[StepNorms]:
-        """Steps whose norms are on the host, oldest first, without waiting."""
+    def ready(self, *, combine: bool = True) -> list[StepNorms | ParameterNorms]:
+        """Steps whose norms are on the host, oldest first, without waiting.
+
+        ``combine=False`` leaves a complete step's norms per parameter
+        (:class:`ParameterNorms`), for a consumer that combines them on its
+        own thread with :func:`layer_rows`.
+        """
         done = []
         while self._in_flight and (self._in_flight[0][3] is None or self._in_flight[0][3].query()):
-            done.append(self._take())
+            done.append(self._take(combine))
         return done
 
-    def drain(self) -> list[StepNorms]:
+    def drain(self, *, combine: bool = True) -> list[StepNorms | ParameterNorms]:
         """All submitted steps, waiting for the device where needed."""
         done = []
         while self._in_flight:
             event = self._in_flight[0][3]
             if event is not None:
                 event.synchronize()
-            done.append(self._take())
+            done.append(self._take(combine))
         return done
 
-    def _take(self) -> StepNorms:
+    def _take(self, combine: bool = True) -> StepNorms | ParameterNorms:
         step, values, index, _, sharded = self._in_flight.popleft()
-        values = values if isinstance(values, np.ndarray) else values.numpy().astype(np.float64)
+        if index is None and not sharded and self._one_per_segment:  # every layer present, in order
+            if not combine and not self._trivial:
+                per_parameter = values if isinstance(values, list) else values.tolist()
+                return ParameterNorms(step, per_parameter, self._all_present, self._full_segments)
+            values = np.asarray(values, dtype=np.float64)
+            norms = values if self._trivial else _combine(values, self._full_segments)
+            return StepNorms(step, norms, self._all_present)
+        values = np.asarray(values, dtype=np.float64) if not hasattr(values, "numpy") else values.numpy()
+        values = values.astype(np.float64, copy=False)
         count = len(self.layers)
         if sharded:  # layer norms, then how many ranks held a gradient of each layer
             return StepNorms(step, values[:count], values[count:] == 0)
-        if index is None and self._one_per_segment:  # every layer present: one segment per layer, in order
-            norms = values if self._trivial else _combine(values, self._full_segments)
-            return StepNorms(step, norms, self._all_present)
         owners = self._owners if index is None else self._owners[index]
         starts = _segment_starts(owners)
         missing = np.ones(count, dtype=bool)
@@ -519,6 +546,33 @@ class GradientCapture:
         layer_norms = np.zeros(count)
         layer_norms[owners[starts]] = _combine(values, starts)
         return StepNorms(step, layer_norms, missing)
+
+
+def layer_rows(items: Sequence[StepNorms | ParameterNorms]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, layer norms (steps x layers, float64) and missing flags of several steps, combined where needed.
+
+    Steps that :meth:`GradientCapture.ready` left per parameter
+    (:class:`ParameterNorms`) are combined here, all rows of one layout at once.
+    """
+    steps = np.fromiter((item.step for item in items), dtype=np.int64, count=len(items))
+    missing = np.stack([item.missing for item in items])
+    rows: list = [None] * len(items)
+    pending: dict[int, list[int]] = {}
+    for position, item in enumerate(items):
+        if not isinstance(item, ParameterNorms):
+            rows[position] = np.asarray(item.norms, dtype=np.float64)
+        else:
+            pending.setdefault(id(item.segments), []).append(position)
+    for positions in pending.values():
+        starts = items[positions[0]].segments
+        values = np.array([items[p].norms for p in positions], dtype=np.float64)
+        if values.size and values.max() < 1e150:  # the common case, all rows in one go
+            combined = np.sqrt(np.add.reduceat(values * values, starts, axis=1))
+        else:  # NaN, Inf or huge norms: row by row, scaled
+            combined = np.array([_combine(row, starts) for row in values])
+        for position, row in zip(positions, combined):
+            rows[position] = row
+    return steps, np.stack(rows) if rows else np.zeros((0, missing.shape[1] if missing.ndim == 2 else 0)), missing
 
 
 def _segment_starts(owners: np.ndarray) -> np.ndarray:

@@ -33,7 +33,16 @@ from ._errors import SonifyError, SonifyParameterError, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
-from .capture import GradientCapture, GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
+from .capture import (
+    GradientCapture,
+    GroupSelector,
+    LayerSelector,
+    ParameterNorms,
+    ParamSelector,
+    group_layers,
+    layer_rows,
+    select_layers,
+)
 from .mapping import PitchMap, SpikeDetector
 from .output import check_audio_path
 from .record import NormLogWriter, RunStats, StepNorms, log_paths
@@ -311,7 +320,8 @@ class Sonifier:
             return
         try:
             self._capture.submit(self._steps)
-            ready = self._capture.ready()
+            # Layers are combined on the recorder's thread, unless live sound needs them here at once.
+            ready = self._capture.ready(combine=self._live is not None)
             for item in ready:
                 self._recorder.put(item)
             if self._live is not None:
@@ -408,7 +418,7 @@ class Sonifier:
         for part in (self._hook, self._scaler_watch, self._load_hook):
             if part is not None:
                 self._guarded("hooks", part.remove)
-        remaining = self._guarded("capture", self._capture.drain) or []
+        remaining = self._guarded("capture", self._capture.drain, combine=self._live is not None) or []
         for item in remaining:
             self._recorder.put(item)
         if self._live is not None:
@@ -641,7 +651,7 @@ class _Recorder:
             news.append(self._news.popleft())
         return news
 
-    def put(self, item: StepNorms) -> None:
+    def put(self, item: StepNorms | ParameterNorms) -> None:
         self._queue.put(item)
 
     def fail(self, part: str, reason: str, *, step: int | None = None) -> None:
@@ -698,10 +708,8 @@ class _Recorder:
             if rows:
                 self._write(rows)
 
-    def _write(self, items: list[StepNorms]) -> None:
-        steps = np.fromiter((item.step for item in items), dtype=np.int64, count=len(items))
-        norms = np.stack([item.norms for item in items]).astype(np.float64)
-        missing = np.stack([item.missing for item in items])
+    def _write(self, items: list[StepNorms | ParameterNorms]) -> None:
+        steps, norms, missing = layer_rows(items)
         first_bad, first_spike = self.stats.first_nonfinite_step, self.stats.first_spike_step
         new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
         spikes, ratios = self._spikes.detect(norms, missing)

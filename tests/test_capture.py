@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from sonify import SonifyError
-from sonify.capture import MAX_VOICES, GradientCapture, group_layers, select_layers
+from sonify.capture import MAX_VOICES, GradientCapture, ParameterNorms, group_layers, layer_rows, select_layers
 
 
 def reference_norms(layers):
@@ -272,3 +272,28 @@ def test_a_parameter_replaced_in_its_module_is_followed():
     ((_, norms, missing),) = capture.drain()
     assert not missing.any()  # the stale parameters (without gradients) were replaced by the live ones
     np.testing.assert_allclose(norms, reference_norms(capture.layers), rtol=1e-6)
+
+
+def test_norms_left_per_parameter_combine_to_the_same_layers_on_another_thread():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    layers = select_layers(model)
+    capture = GradientCapture(layers)
+    rows = []
+    for step, poison in enumerate([None, float("nan"), 1e30, None], start=1):
+        model.zero_grad()
+        model(torch.randn(5, 4)).square().sum().backward()
+        if poison is not None:
+            model[2].bias.grad[0] = poison
+        capture.submit(step)
+        ((raw,),) = [capture.ready(combine=False)]
+        capture.submit(step)
+        ((combined,),) = [capture.ready()]
+        rows.append((raw, combined))
+    raw_items = [raw for raw, _ in rows]
+    assert all(isinstance(item, ParameterNorms) for item in raw_items)
+    steps, norms, missing = layer_rows(raw_items + [combined for _, combined in rows])
+    assert steps.tolist() == [1, 2, 3, 4] * 2 and not missing.any()
+    np.testing.assert_array_equal(norms[:4], norms[4:])  # the same numbers, wherever they are combined
+    assert np.isnan(norms[1, 1]) and norms[2, 1] == pytest.approx(1e30)  # NaN kept, a huge norm exact
+    np.testing.assert_allclose(norms[3], reference_norms(layers), rtol=1e-6)  # the last step, independently
