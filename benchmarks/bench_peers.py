@@ -9,7 +9,10 @@ training steps:
   fused ``torch._foreach_norm`` over every gradient, one stack, one host
   copy (``.tolist()``), nothing kept;
 * ``sonify``: ``Sonifier(model, optimizer, out=...)`` with its defaults
-  (norm log and WAV written by its own thread);
+  (norm log and WAV written by its own thread; both models here are below
+  the size where it reads gradients during backward);
+* ``sonify, during backward``: the same with ``during_backward=True``
+  (each parameter's norm computed by a hook as its gradient is produced);
 * ``naive loop``: the 2019 habit, a norm and a ``.item()`` per parameter,
   combined into layers in Python. Like with like: every parameter, as
   sonify and the floor read (the 2019 script read only the 4 weights);
@@ -120,9 +123,10 @@ class Variant:
         elif name == "wandb.watch":
             self.run = peers["wandb"].run
             self.run.watch(self.model, log="gradients", log_freq=1)
-        elif name == "sonify":
-            out = Path(workdir) / f"peers-{model_name}-{batch}.wav"
-            self.son = sonify.Sonifier(self.model, self.optimizer, out=out, overwrite=True)
+        elif name.startswith("sonify"):
+            out = Path(workdir) / f"peers-{model_name}-{batch}-{len(name)}.wav"
+            early = "auto" if name == "sonify" else True
+            self.son = sonify.Sonifier(self.model, self.optimizer, out=out, overwrite=True, during_backward=early)
         self.steps(3)  # warm-up
 
     def steps(self, count: int) -> float:
@@ -174,7 +178,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         peers, notes = available_peers(workdir)
-        variants = ["bare", "floor", "sonify", "naive loop"]
+        variants = ["bare", "floor", "sonify", "sonify, during backward", "naive loop"]
         variants += ["lightning grad_norm"] if "grad_norm" in peers else []
         variants += ["wandb.watch"] if "wandb" in peers else []
         print(

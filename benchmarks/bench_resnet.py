@@ -3,8 +3,12 @@
 Variants, interleaved round by round in one process:
 
 * ``bare``: the training step alone (the baseline, ratio 1.00);
-* ``capture``: a Sonifier that only records (norm log, no audio);
-* ``sonify``: a full Sonifier (norm log and WAV, chord mode).
+* ``capture at the step``: a Sonifier that only records (norm log, no audio),
+  reading every gradient at ``optimizer.step()`` (``during_backward=False``);
+* ``capture during backward``: the same, each parameter's norm computed as
+  its gradient is produced (``during_backward=True``, what ``"auto"`` picks
+  for a model this size);
+* ``sonify``: a full Sonifier with its defaults (norm log and WAV, chord mode).
 
     python benchmarks/bench_resnet.py [--smoke]
 """
@@ -41,6 +45,7 @@ def timed(variant, steps, workdir):
             audio=variant == "sonify",
             mapping="log",
             sound=sonify.SoundSettings(mode="chord"),
+            during_backward={"capture at the step": False, "capture during backward": True}.get(variant, "auto"),
         )
 
     def step():
@@ -61,9 +66,10 @@ def timed(variant, steps, workdir):
 
 def main():
     args = parse_args(__doc__)
-    rounds, steps = (1, 2) if args.smoke else (15, 15)
+    rounds, steps = (1, 2) if args.smoke else (24, 10)
     with tempfile.TemporaryDirectory() as workdir:
-        times = interleaved(["bare", "capture", "sonify"], rounds, lambda variant: timed(variant, steps, workdir))
+        variants = ["bare", "capture at the step", "capture during backward", "sonify"]
+        times = interleaved(variants, rounds, lambda variant: timed(variant, steps, workdir))
     rows = ratio_rows(times, "bare")
     print(
         f"ResNet-18, batch 32 of 32x32 images, {rounds} interleaved rounds x {steps} steps, torch {torch.__version__}, {machine()}"

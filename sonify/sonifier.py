@@ -122,6 +122,11 @@ class Sonifier:
         ``sonify/grad_norm/<layer>``.
     audio_seconds : float
         Longest sound sent to a tracker (60 s by default).
+    during_backward : bool or "auto"
+        Compute each parameter's norm during backward, as its gradient is
+        produced and still in the caches, instead of at the step: cheaper for
+        large models, the same norms (see :mod:`sonify.capture`). ``"auto"``
+        (default): for 16 MiB of gradients or more.
 
     Notes
     -----
@@ -173,6 +178,7 @@ class Sonifier:
         log_audio_every_n_steps: int | None = None,
         log_norms: bool = False,
         audio_seconds: float = 60.0,
+        during_backward: bool | str = "auto",
         device: int | str | None = None,
     ) -> None:
         import torch
@@ -189,6 +195,8 @@ class Sonifier:
             raise SonifyParameterError(
                 f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
             )
+        if during_backward not in (True, False, "auto"):
+            raise SonifyParameterError(f"during_backward={during_backward!r} is invalid; give True, False or 'auto'")
         if pace and not live:
             raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
         for name, value in (("flush_interval", flush_interval), ("latency", latency)):
@@ -267,7 +275,8 @@ class Sonifier:
             )
             if self._audio is not None:
                 stack.callback(_discard, self._audio.close, self.audio_path)
-            self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model))
+            self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model), early=during_backward)
+            stack.callback(self._capture.remove_hooks)
             # Other ranks only take part in the collective of sharded capture.
             self._capturing = self.rank == 0 or self._capture.sharded
             self._recorder = _Recorder(
@@ -418,6 +427,7 @@ class Sonifier:
         for part in (self._hook, self._scaler_watch, self._load_hook):
             if part is not None:
                 self._guarded("hooks", part.remove)
+        self._guarded("hooks", self._capture.remove_hooks)
         remaining = self._guarded("capture", self._capture.drain, combine=self._live is not None) or []
         for item in remaining:
             self._recorder.put(item)

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+import sonify
 from sonify import SonifyError
 from sonify.capture import MAX_VOICES, GradientCapture, ParameterNorms, group_layers, layer_rows, select_layers
 
@@ -297,3 +298,68 @@ def test_norms_left_per_parameter_combine_to_the_same_layers_on_another_thread()
     np.testing.assert_array_equal(norms[:4], norms[4:])  # the same numbers, wherever they are combined
     assert np.isnan(norms[1, 1]) and norms[2, 1] == pytest.approx(1e30)  # NaN kept, a huge norm exact
     np.testing.assert_allclose(norms[3], reference_norms(layers), rtol=1e-6)  # the last step, independently
+
+
+def backward_through_every_parameter(model):
+    """A backward that gives every parameter (any dtype, complex too) a gradient through autograd."""
+    terms = []
+    for p in model.parameters():
+        product = p * torch.randn_like(p)
+        terms.append((product.real if p.is_complex() else product).sum().float())
+    torch.stack(terms).sum().backward()
+
+
+@pytest.mark.filterwarnings("ignore:Complex modules")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64])
+def test_norms_taken_during_backward_are_those_of_the_gradients_the_step_applies(dtype):
+    torch.manual_seed(0)
+    model = Net()
+    model.block[0].to(dtype)
+    model.head.to(dtype)
+    layers = select_layers(model)
+    capture = GradientCapture(layers, early=True)
+    assert capture.early
+    backward_through_every_parameter(model)
+    assert all(entry is not None for entry in capture._early)  # every norm was taken inside backward
+    capture.submit(1)
+    ((_, first, missing),) = capture.drain()
+    assert not missing.any()
+    np.testing.assert_allclose(first, exact_norms(layers), rtol=1e-6)
+    # Changed after their hooks ran: accumulated by a second backward (the hooks run again), then scaled
+    # in place (as clipping and AMP unscaling do), and one replaced outright.
+    backward_through_every_parameter(model)
+    for p in model.parameters():
+        p.grad.mul_(0.5)
+    model.head.bias.grad = torch.randn_like(model.head.bias) * 7
+    capture.submit(2)
+    ((_, second, _),) = capture.drain()
+    np.testing.assert_allclose(second, exact_norms(layers), rtol=1e-6)
+    assert not np.allclose(first, second)
+    capture.remove_hooks()
+    assert not any(p._post_accumulate_grad_hooks for p in model.parameters())
+
+
+def test_norms_taken_during_backward_keep_no_gradient_alive():
+    import gc
+    import weakref
+
+    model = Net()
+    capture = GradientCapture(select_layers(model), early=True)
+    backward(model, torch.randn(2, 1, 10, 10))
+    old = weakref.ref(model.head.weight.grad)
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    assert old() is None  # a model of 7 B parameters must not hold a second set of gradients
+    capture.submit(1)
+    ((_, _, missing),) = capture.drain()
+    assert missing.all()
+    capture.remove_hooks()
+
+
+def test_large_models_are_read_during_backward_and_small_ones_at_the_step():
+    small = GradientCapture(select_layers(Net()))
+    big = GradientCapture(select_layers(nn.Linear(2048, 2048)))  # 16 MiB of float32 gradients
+    assert not small.early and big.early and big._hooks
+    big.remove_hooks()
+    with pytest.raises(sonify.SonifyParameterError, match="early='sometimes' is not understood"):
+        GradientCapture(select_layers(Net()), early="sometimes")

@@ -639,3 +639,22 @@ def test_a_compiled_optimizer_step_is_heard_with_exact_norms(tmp_path):
         train(model, CompiledStep(), 4, reference=reference)
     assert son.failures == {}
     np.testing.assert_allclose(sonify.load_norms(son.log_path).norms, reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("during_backward", [True, False])
+def test_norms_during_backward_or_at_the_step_are_those_the_step_applies(tmp_path, during_backward):
+    model, reference = make_model(), []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(3)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", during_backward=during_backward)
+    assert son._capture.early is during_backward
+    with son:
+        for _ in range(4):
+            optimizer.zero_grad()
+            for _ in range(2):  # gradient accumulation: two backward passes per step
+                model(torch.randn(8, 8, generator=generator)).square().mean().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)  # in place, after the hooks ran
+            reference.append([torch.cat([p.grad.flatten() for p in m.parameters()]).norm().item() for m in model[::2]])
+            optimizer.step()
+    np.testing.assert_allclose(sonify.load_norms(son.log_path).norms, reference, rtol=1e-5)
+    assert not any(p._post_accumulate_grad_hooks for p in model.parameters())  # detached at close
