@@ -9,8 +9,7 @@ training steps:
   fused ``torch._foreach_norm`` over every gradient, one stack, one host
   copy (``.tolist()``), nothing kept;
 * ``sonify``: ``Sonifier(model, optimizer, out=...)`` with its defaults
-  (norm log and WAV written by its own thread; both models here are below
-  the size where it reads gradients during backward);
+  (norm log and WAV written by its own thread; norms read at the step);
 * ``sonify, during backward``: the same with ``during_backward=True``
   (each parameter's norm computed by a hook as its gradient is produced);
 * ``naive loop``: the 2019 habit, a norm and a ``.item()`` per parameter,
@@ -125,8 +124,9 @@ class Variant:
             self.run.watch(self.model, log="gradients", log_freq=1)
         elif name.startswith("sonify"):
             out = Path(workdir) / f"peers-{model_name}-{batch}-{len(name)}.wav"
-            early = "auto" if name == "sonify" else True
-            self.son = sonify.Sonifier(self.model, self.optimizer, out=out, overwrite=True, during_backward=early)
+            self.son = sonify.Sonifier(
+                self.model, self.optimizer, out=out, overwrite=True, during_backward=name != "sonify"
+            )
         self.steps(3)  # warm-up
 
     def steps(self, count: int) -> float:

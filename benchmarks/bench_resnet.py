@@ -6,8 +6,7 @@ Variants, interleaved round by round in one process:
 * ``capture at the step``: a Sonifier that only records (norm log, no audio),
   reading every gradient at ``optimizer.step()`` (``during_backward=False``);
 * ``capture during backward``: the same, each parameter's norm computed as
-  its gradient is produced (``during_backward=True``, what ``"auto"`` picks
-  for a model this size);
+  its gradient is produced (``during_backward=True``);
 * ``sonify``: a full Sonifier with its defaults (norm log and WAV, chord mode).
 
     python benchmarks/bench_resnet.py [--smoke]
@@ -45,7 +44,7 @@ def timed(variant, steps, workdir):
             audio=variant == "sonify",
             mapping="log",
             sound=sonify.SoundSettings(mode="chord"),
-            during_backward={"capture at the step": False, "capture during backward": True}.get(variant, "auto"),
+            during_backward=variant == "capture during backward",
         )
 
     def step():
