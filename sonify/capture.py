@@ -41,6 +41,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import math
+import operator
 import re
 import weakref
 from collections import deque
@@ -366,6 +367,7 @@ class GradientCapture:
         # 16-bit gradients are accumulated in float32; float32/float64 ones in their own precision.
         self._half = {i for i, dtype in enumerate(dtypes) if dtype in (torch.float16, torch.bfloat16)}
         self._wide = any(dtype in (torch.float64, torch.complex128) for dtype in dtypes)
+        self._plain = not self._complex and not self._half  # each norm in its gradient's own real dtype
         self._all_present = np.zeros(len(self.layers), dtype=bool)
         self._all_present.flags.writeable = False  # shared by every complete step
         self._full_segments = _segment_starts(self._owners)
@@ -450,8 +452,17 @@ class GradientCapture:
             return
         if not self._careful:  # the common case: every gradient there and dense, nothing checked per parameter
             try:
+                if self._plain and not self.early and all(map(_IS_CPU, grads)):
+                    # On the CPU a norm and .item() per gradient beat the fused call plus a stack (61 vs 86 us
+                    # per step for LeNet, 334 vs 380 us for a 42-tensor encoder, inside a training loop), and
+                    # .item() synchronises nothing there. Never on a GPU: there it would wait per parameter.
+                    import torch
+
+                    norm = torch.linalg.vector_norm
+                    self._queue_floats(step, [norm(g).item() for g in grads], None, grads)
+                    return
                 values = self._early_norms(grads) if self.early else self._parameter_norms(grads, None)
-            except (TypeError, RuntimeError):  # a missing (None) or sparse gradient: take the careful path
+            except (TypeError, RuntimeError, AttributeError):  # a missing (None) or sparse gradient: careful path
                 pass
             else:
                 self._to_host(step, values, None, grads)
@@ -542,12 +553,18 @@ class GradientCapture:
             event.record(torch.cuda.current_stream(values.device))
             self._in_flight.append((step, host, index, event, grads is None))
         else:
-            # Python floats, not NumPy: right after a training step NumPy's code is cold in the caches and
-            # each small NumPy call costs several microseconds there; tolist() and sum() do not.
-            norms = (values if values.is_cpu else values.cpu()).tolist()
-            if grads is not None and not math.isfinite(sum(norms)):  # NaN/Inf, or a sum too large: look closer
-                norms = _exact_overflowed(np.array(norms), grads)
-            self._in_flight.append((step, norms, index, None, grads is None))
+            self._queue_floats(step, (values if values.is_cpu else values.cpu()).tolist(), index, grads)
+
+    def _queue_floats(self, step: int, norms: list, index: np.ndarray | None, grads: list | None) -> None:
+        """Queue a step's values, already on the host as Python floats.
+
+        Python floats, not NumPy: right after a training step NumPy's code is
+        cold in the caches and each small NumPy call costs several
+        microseconds there; ``tolist()`` and ``sum()`` do not.
+        """
+        if grads is not None and not math.isfinite(sum(norms)):  # NaN/Inf, or a sum too large: look closer
+            norms = _exact_overflowed(np.array(norms), grads)
+        self._in_flight.append((step, norms, index, None, grads is None))
 
     def _submit_sharded(self, step: int, grads: list) -> None:
         import torch
@@ -635,6 +652,9 @@ class GradientCapture:
         layer_norms = np.zeros(count)
         layer_norms[owners[starts]] = _combine(values, starts)
         return StepNorms(step, layer_norms, missing)
+
+
+_IS_CPU = operator.attrgetter("is_cpu")
 
 
 def layer_rows(items: Sequence[StepNorms | ParameterNorms]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -113,8 +113,12 @@ def test_half_precision_gradients_do_not_overflow():
     assert norms[0] == pytest.approx(60000.0 * np.sqrt(100_000), rel=1e-3)  # far beyond float16's 65504
 
 
-def test_one_fused_norm_call_per_step(monkeypatch):
-    model = Net()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_norm_calls_per_step(monkeypatch, dtype):
+    """On the CPU one norm per gradient, read at once (cheaper than a fused call and a stack there, and
+    .item() synchronises nothing on the CPU); the fused call where gradients need a common dtype (and on
+    a GPU, where a per-gradient .item() would wait for the device each time)."""
+    model = Net().to(dtype)
     selected = select_layers(model)
     calls = {"foreach": 0, "vector_norm": 0}
     fused, single = torch._foreach_norm, torch.linalg.vector_norm
@@ -131,10 +135,15 @@ def test_one_fused_norm_call_per_step(monkeypatch):
     monkeypatch.setattr(torch.linalg, "vector_norm", counting_single)
     capture = GradientCapture(selected)
     for step in range(1, 6):
-        backward(model, torch.randn(2, 1, 6, 6))
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
         capture.submit(step)
     assert len(capture.ready()) == 5
-    assert calls == {"foreach": 5, "vector_norm": 0}
+    gradients = len(capture.parameters)
+    expected = (
+        {"foreach": 0, "vector_norm": 5 * gradients} if dtype == torch.float32 else {"foreach": 5, "vector_norm": 0}
+    )
+    assert calls == expected
 
 
 def test_selection_errors_are_one_line():
