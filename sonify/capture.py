@@ -2,7 +2,9 @@
 
 Each step, the norms of all selected gradients are computed in one fused call
 (``torch._foreach_norm``) and copied to the host **once**, then combined into
-layers on the host. On a GPU the copy is asynchronous into pinned memory and
+layers on the host, off the training thread. (On the CPU, where reading a
+value synchronises nothing, each gradient's norm is computed and read on its
+own instead: cheaper there than the fused call plus a stack.) On a GPU the copy is asynchronous into pinned memory and
 is picked up on a later step when its CUDA event has completed, so capture
 never makes the host wait for the device.
 
