@@ -218,3 +218,15 @@ def test_callback_tracker_options_are_checked_when_the_callback_is_made(tmp_path
     with pytest.raises(sonify.SonifyParameterError, match="the callback finds the trackers itself"):
         _SonifierHolder(tmp_path / "run.wav", trackers=[tmp_path])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tracker_libraries_are_imported_only_when_used():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sonify, sonify.trackers\n"
+        "print(sorted(m for m in ('torch', 'wandb', 'mlflow', 'tensorboard', 'lightning') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
