@@ -642,8 +642,7 @@ class GradientCapture:
             values = np.asarray(values, dtype=np.float64)
             norms = values if self._trivial else _combine(values, self._full_segments)
             return StepNorms(step, norms, self._all_present)
-        values = np.asarray(values, dtype=np.float64) if not hasattr(values, "numpy") else values.numpy()
-        values = values.astype(np.float64, copy=False)
+        values = np.asarray(values.numpy() if hasattr(values, "numpy") else values, dtype=np.float64)
         count = len(self.layers)
         if sharded:  # layer norms, then how many ranks held a gradient of each layer
             return StepNorms(step, values[:count], values[count:] == 0)
@@ -675,13 +674,8 @@ def layer_rows(items: Sequence[StepNorms | ParameterNorms]) -> tuple[np.ndarray,
         else:
             pending.setdefault(id(item.segments), []).append(position)
     for positions in pending.values():
-        starts = items[positions[0]].segments
         values = np.array([items[p].norms for p in positions], dtype=np.float64)
-        if values.size and values.max() < 1e150:  # the common case, all rows in one go
-            combined = np.sqrt(np.add.reduceat(values * values, starts, axis=1))
-        else:  # NaN, Inf or huge norms: row by row, scaled
-            combined = np.array([_combine(row, starts) for row in values])
-        for position, row in zip(positions, combined):
+        for position, row in zip(positions, _combine(values, items[positions[0]].segments)):
             rows[position] = row
     return steps, np.stack(rows) if rows else np.zeros((0, missing.shape[1] if missing.ndim == 2 else 0)), missing
 
@@ -694,9 +688,11 @@ def _segment_starts(owners: np.ndarray) -> np.ndarray:
 
 
 def _combine(norms: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """L2 norm of each segment of per-parameter norms, in float64 without overflow."""
+    """L2 norm of each segment of per-parameter norms (the last axis), in float64 without overflow."""
     if norms.size and norms.max() < 1e150:  # the common case; NaN, Inf and huge norms go the careful way
-        return np.sqrt(np.add.reduceat(norms * norms, starts))
+        return np.sqrt(np.add.reduceat(norms * norms, starts, axis=-1))
+    if norms.ndim == 2:
+        return np.array([_combine(row, starts) for row in norms]).reshape(len(norms), len(starts))
     # Huge float64 norms: scale each segment by its largest finite value first.
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         finite = np.where(np.isfinite(norms), norms, 0.0)

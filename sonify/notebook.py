@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import Any
 
 from .record import NormLog
@@ -32,14 +31,11 @@ MAX_SECONDS = 60.0
 
 def wav_bytes(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS) -> tuple[bytes, float]:
     """A 16-bit WAV of the log in memory, condensed to ``max_seconds``, and its duration."""
-    import soundfile
-
+    from .output import wav_in_memory
     from .rendering import condensed_audio
 
     samples, sample_rate = condensed_audio(log, sound, max_seconds)
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue(), len(samples) / sample_rate
+    return wav_in_memory(samples, sample_rate), len(samples) / sample_rate
 
 
 def player_html(data: bytes, caption: str) -> str:

@@ -40,7 +40,7 @@ import numpy as np
 from ._errors import SonifyIOError, SonifyParameterError
 from ._files import check_new_file, create_exclusive, os_error_reason
 
-__all__ = ["AUDIO_SUFFIXES", "SAMPLE_FORMATS", "AudioFileWriter", "check_audio_path"]
+__all__ = ["AUDIO_SUFFIXES", "SAMPLE_FORMATS", "AudioFileWriter", "check_audio_path", "wav_in_memory"]
 
 #: Sample formats by the names the CLI accepts, as soundfile subtypes.
 SAMPLE_FORMATS = {"float": "FLOAT", "pcm16": "PCM_16", "pcm24": "PCM_24"}
@@ -73,6 +73,23 @@ def check_audio_path(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
         raise SonifyParameterError(f"cannot write audio to {path}: use a .wav or .flac file name for {{out}}")
     check_new_file(path, overwrite=overwrite)
     return path
+
+
+def wav_in_memory(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A 16-bit WAV file of ``samples`` as bytes (for notebooks and experiment trackers).
+
+    Examples
+    --------
+    >>> wav_in_memory(np.zeros(10, np.float32), 8000)[:4]
+    b'RIFF'
+    """
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 class AudioFileWriter:

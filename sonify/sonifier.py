@@ -460,21 +460,13 @@ class Sonifier:
         Returns where the sound went. A bad ``target`` is an error; a tracker
         that fails while logging gives one warning.
         """
-        from .record import load_norms
-        from .trackers import log_audio, tracker
+        from .trackers import log_audio
 
-        tracker(target)  # a bad target is the caller's error, raised before anything is read
         if self._writer is None:
             raise SonifyParameterError("log_audio() reads the norm log; create the Sonifier with log=True")
         try:
-            return log_audio(
-                target,
-                load_norms(self.log_path, drop_incomplete=True),
-                sound=self.sound,
-                max_seconds=max_seconds,
-                norms=norms,
-            )
-        except SonifyParameterError:
+            return log_audio(target, self.log_path, sound=self.sound, max_seconds=max_seconds, norms=norms)
+        except SonifyParameterError:  # a bad target or value: the caller's error, raised before anything is read
             raise
         except Exception as exc:
             warn(f"sonify could not log to {type(target).__name__}: {_describe(exc)}", stacklevel=3)

@@ -40,7 +40,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import re
@@ -57,6 +56,7 @@ import numpy as np
 from ._errors import SonifyParameterError, warn
 from ._files import create_exclusive
 from ._optional import require
+from .output import wav_in_memory
 from .record import NormLog, as_norm_log
 from .rendering import SoundSettings, condensed_audio
 
@@ -90,11 +90,7 @@ class _Clip:
         return f"sonify: {self.steps} optimizer steps, {len(self.samples) / self.sample_rate:.1f} s"
 
     def wav(self) -> bytes:
-        import soundfile
-
-        buffer = io.BytesIO()
-        soundfile.write(buffer, self.samples, self.sample_rate, format="WAV", subtype="PCM_16")
-        return buffer.getvalue()
+        return wav_in_memory(self.samples, self.sample_rate)
 
 
 def _metric_name(layer: str) -> str:
@@ -310,7 +306,7 @@ def log_audio(
             f"max_seconds={max_seconds!r} is invalid; give a positive number of seconds, e.g. 60"
         )
     destination = tracker(target)
-    log = as_norm_log(source)
+    log = as_norm_log(source, drop_incomplete=True)  # a running log may end in a half-written line
     if not len(log):
         return []
     clip = _clip(log, sound or SoundSettings(), max_seconds)

@@ -230,3 +230,19 @@ def test_tracker_libraries_are_imported_only_when_used():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_folder_that_cannot_be_created_warns_once_and_the_run_is_intact(tmp_path):
+    (tmp_path / "blocker").write_text("a file where the folder should go")
+    model, opt = small_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with sonify.Sonifier(
+            model, opt, out=tmp_path / "run.wav", trackers=[tmp_path / "blocker" / "clips", tmp_path / "ok"]
+        ) as son:
+            train(model, opt, 12)
+    messages = [str(w.message) for w in caught if issubclass(w.category, sonify.SonifyWarning)]
+    assert len(messages) == 1 and messages[0].startswith("sonify stopped logging to folder: SonifyIOError: cannot")
+    assert "Not a directory" in messages[0] and (tmp_path / "ok" / "audio-step12.wav").exists()
+    assert son.stats.steps == 12 and len(sonify.load_norms(son.log_path)) == 12
+    assert (tmp_path / "blocker").read_text() == "a file where the folder should go"
