@@ -159,6 +159,13 @@ def fast_writer(server: SoundServer, seconds: float, workdir: Path) -> dict:
     }
 
 
+def _spread(latencies: np.ndarray) -> list[str]:
+    """Median, p95 and max in ms, or a plain 'too few samples' where a quantile would mean nothing."""
+    if len(latencies) < 2:
+        return ["too few rows heard"] * 3
+    return [f"{np.percentile(latencies, q) * 1e3:.0f} ms" for q in (50, 95)] + [f"{latencies.max() * 1e3:.0f} ms"]
+
+
 def main() -> None:
     args = parse_args(__doc__)
     count, seconds = (6, 6.0) if args.smoke else (60, 60.0)
@@ -177,9 +184,7 @@ def main() -> None:
         table(
             ["source", "rows heard", "median", "p95", "max"],
             [
-                [mode, f"{len(lat)} of {count}"]
-                + [f"{np.percentile(lat, q) * 1e3:.0f} ms" for q in (50, 95)]
-                + [f"{lat.max() * 1e3:.0f} ms"]
+                [mode, f"{len(lat)} of {count}", *_spread(lat)]
                 for mode, lat in results.items()
             ],
         )

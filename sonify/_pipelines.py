@@ -10,6 +10,7 @@ They are private to the package: the public entry points are ``render``,
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -93,6 +94,10 @@ class AudioPipeline:
 
 #: Audio that ``pace=True`` lets training run ahead of what is heard, in seconds.
 PACE_AHEAD = 0.25
+#: Steps handed over closer together than this (seconds) arrived in one burst.
+BURST_GAP = 0.005
+#: The most sound (seconds) queued for a burst: the live stream's ring holds at least this much.
+MAX_BURST_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,7 @@ class LivePlayer:
             device=device,
             channels=self.synth.channels,
             latency=latency,
-            buffer_seconds=max(2.0, 4 * self.synth.step_duration),
+            buffer_seconds=max(MAX_BURST_WAIT, 4 * self.synth.step_duration),
         )
         self.pace = pace
         self.played = 0
@@ -155,6 +160,10 @@ class LivePlayer:
         # Refill when less than this is queued: one callback block keeps the
         # card fed while the newest step waits as little as possible.
         self._low_water = BLOCKSIZE
+        # Rows often arrive in bursts (a log flushed every 0.5 s, a follower polling a file): the time
+        # between bursts is how much sound may be queued without falling behind (see _steps_to_play).
+        self._last_push = self._burst_start = -math.inf
+        self._burst_interval: float | None = None
         self._thread = threading.Thread(target=self._run, name="sonify-live", daemon=True)
         self._thread.start()
 
@@ -164,6 +173,13 @@ class LivePlayer:
 
     def push(self, step: int, norms: np.ndarray, missing: np.ndarray, when: float) -> None:
         """Hand over one step (called from the training thread)."""
+        now = time.monotonic()
+        if now - self._last_push > BURST_GAP:  # the first step of a new arrival: learn how often they come
+            if self._burst_start > -math.inf:  # (the first arrival, a log's backlog, teaches nothing)
+                gap = min(now - self._burst_start, MAX_BURST_WAIT)
+                self._burst_interval = gap if self._burst_interval is None else 0.5 * (self._burst_interval + gap)
+            self._burst_start = now
+        self._last_push = now
         self._pending.append((step, norms, missing, when))
         if self._idle:  # only wake a player that waits for steps, not one waiting for the card to drain
             self._wake.set()
@@ -210,18 +226,39 @@ class LivePlayer:
             self._idle = False
             self._play_next()
 
+    def _steps_to_play(self, waiting: int) -> int:
+        """How many of the newest waiting steps can be heard in order without falling behind.
+
+        A burst is played whole when its sound ends before the next burst is
+        due (the time between bursts, learned in :meth:`push`); only the
+        excess is skipped. Steps that arrive one at a time, faster than the
+        sound, leave room for one: the newest.
+        """
+        if self.pace:
+            return 1
+        room = (self._burst_interval or 0.0) * self.synth.sample_rate - self.stream.backlog
+        return int(min(waiting, max(1, room // self.synth.step_samples)))
+
     def _play_next(self) -> None:
-        batch = [self._pending.popleft()] if self.pace else [self._pending.popleft() for _ in range(len(self._pending))]
-        self.skipped += len(batch) - 1
-        # Every step goes through the spike detector (its history), and a spike is never skipped either.
-        spikes = self.spikes(np.stack([item[1] for item in batch]), np.stack([item[2] for item in batch]))
-        step, norms, missing, when = newest_keeping_alarms(batch)
-        accent = spikes.any(axis=0) & ~missing & np.isfinite(norms)
-        samples = self.synth.synthesize(self.pitch_map(norms[None, :]), missing[None, :], accent[None, :])
+        waiting = [self._pending.popleft() for _ in range(1 if self.pace else len(self._pending))]
+        keep = self._steps_to_play(len(waiting))
+        self.skipped += len(waiting) - keep
+        # Every step goes through the spike detector (its history), and a spike is never skipped either:
+        # the first step played carries the alarms and accents of the steps skipped before it.
+        spikes = self.spikes(np.stack([item[1] for item in waiting]), np.stack([item[2] for item in waiting]))
+        skipped = len(waiting) - keep
+        first = newest_keeping_alarms(waiting[: skipped + 1])
+        played = [first, *waiting[skipped + 1 :]]
+        norms = np.stack([item[1] for item in played])
+        missing = np.stack([item[2] for item in played])
+        accents = np.concatenate([spikes[: skipped + 1].any(axis=0, keepdims=True), spikes[skipped + 1 :]])
+        accents &= ~missing & np.isfinite(norms)
+        samples = self.synth.synthesize(self.pitch_map(norms), missing, accents)
         if self.timeline is not None:
-            self.timeline.append((self.stream.written, step, when))
+            start = self.stream.written
+            self.timeline += [(start + i * self.synth.step_samples, item[0], item[3]) for i, item in enumerate(played)]
         self.stream.write(samples, block=False)
-        self.played += 1
+        self.played += keep
 
     def close(self, drain: bool = True) -> LiveReport:
         """Play what is due (everything when pacing), stop the stream and report."""

@@ -263,7 +263,9 @@ class LiveStream:
         if self.failure is None and not self._stopping:
             now = time.monotonic()
             position, since = self._progress
-            if self._read != position:
+            if self._read != position or not self.backlog:
+                # Nothing waiting is not a stall: a run that pauses (evaluation, a checkpoint) is silence,
+                # so the clock of a stall starts only when samples wait and the card does not take them.
                 self._progress = (self._read, now)
             elif not self._stream.active:
                 self.failure = "the output device stopped playing (unplugged, or the sound server went away)"

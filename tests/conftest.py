@@ -101,10 +101,19 @@ def start_sonify(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
+def complete_rows(log_file: Path) -> int:
+    """Whole data rows of a norm log being written (the header line and a partial last line are not rows)."""
+    if not log_file.exists():
+        return 0
+    return max(0, log_file.read_bytes().count(b"\n") - 1)
+
+
 def wait_for_rows(log_file: Path, rows: int, timeout: float = 120) -> None:
-    """Wait until a norm log being written holds at least ``rows`` lines."""
+    """Wait until a norm log being written holds at least ``rows`` data rows (not counting its header)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (not log_file.exists() or log_file.read_text().count("\n") < rows):
+    while complete_rows(log_file) < rows:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{log_file} holds {complete_rows(log_file)} rows after {timeout:g} s, not {rows}")
         time.sleep(0.1)
 
 

@@ -227,3 +227,54 @@ def test_a_tensorboard_run_written_elsewhere_is_heard_live(sound_server, tmp_pat
     norms = np.stack([0.5 + 0.01 * steps, 2.0 + 0.02 * steps], 1)
     norms[7, 1] = np.nan
     frames_played(recording.samples, expected_frames(norms.astype(np.float32).astype(float)), atol=1e-4)
+
+
+BURSTS = textwrap.dedent(
+    """
+    import sys, time
+    path, = sys.argv[1:]
+    # A Sonifier's rhythm: 5 steps/s, flushed every 0.5 s, 3 layers (50 ms of sound a step); then an
+    # evaluation pause of 5 s with nothing written, and training goes on.
+    with open(path, "w") as log:
+        log.write("step,a,b,c\\n"); log.flush(); time.sleep(1.5)  # the player opens the sound card
+        step = 0
+        for burst in range(30):
+            if burst == 20:
+                time.sleep(5.0)
+            rows = range(step + 1, step + 1 + (1 if burst == 0 else 2 + burst % 2))  # 2 or 3 rows a burst
+            log.write("".join(f"{s},{0.5 + 0.01 * s},{2.0 - 0.01 * s},{1.0 + 0.1 * (s % 7)}\\n" for s in rows))
+            log.flush()
+            step = rows[-1]
+            time.sleep(0.5)
+        print(step)
+    """
+)
+
+
+def test_bursts_are_played_whole_and_a_pause_is_not_a_stall(sound_server, tmp_path):
+    log = tmp_path / "run.norms.csv"
+    with sound_server.capture() as recording:
+        follower = start_sonify("play", "--follow", str(log), "--wait", "30")
+        writer = subprocess.run(
+            [sys.executable, "-c", BURSTS, str(log)], capture_output=True, text=True, timeout=120
+        )
+        assert writer.returncode == 0, writer.stderr
+        rows = int(writer.stdout)
+        steps = np.arange(1, rows + 1)
+        norms = np.stack([0.5 + 0.01 * steps, 2.0 - 0.01 * steps, 1.0 + 0.1 * (steps % 7)], 1)
+        expected = expected_frames(norms)
+        deadline = time.monotonic() + 30
+        while True:  # until the last burst has played out
+            try:
+                frames_played(recording.samples, expected)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        stdout, stderr = stop(follower)
+    assert follower.returncode == 0, stderr
+    assert "stopped" not in stderr + stdout
+    # Every step of every burst (the card is idle 75% of the time), in order, sample for sample (above),
+    # the steps after the 5 s pause included.
+    assert f"{rows} steps, {rows} played, 0 skipped" in stdout

@@ -658,3 +658,25 @@ def test_norms_during_backward_or_at_the_step_are_those_the_step_applies(tmp_pat
             optimizer.step()
     np.testing.assert_allclose(sonify.load_norms(son.log_path).norms, reference, rtol=1e-5)
     assert not any(p._post_accumulate_grad_hooks for p in model.parameters())  # detached at close
+
+
+def test_live_sound_survives_pauses_in_training(tmp_path, sound_server):
+    """Evaluation and checkpoints pause a run for seconds: silence then, and the steps after it are heard."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pauses = {4: 3.0, 9: 1.0, 13: 5.5}  # seconds of pause after these steps (longer than the 2 s stall limit)
+    with (
+        sound_server.capture() as recording,
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, output_device="pulse") as son,
+    ):
+        generator = torch.Generator().manual_seed(1)
+        for step in range(1, 17):
+            optimizer.zero_grad()
+            model(torch.randn(32, 8, generator=generator)).square().mean().backward()
+            optimizer.step()
+            time.sleep(0.1)  # slower than the sound: every step is played
+            time.sleep(pauses.get(step, 0.0))
+    report = son.live_report
+    assert report.failure is None and son.failures == {}
+    assert report.played == 16 and report.skipped == 0
+    frames_played(recording.samples, wav_frames(tmp_path / "run.wav", son))  # the steps after each pause too
