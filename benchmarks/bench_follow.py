@@ -183,10 +183,7 @@ def main() -> None:
     print(
         table(
             ["source", "rows heard", "median", "p95", "max"],
-            [
-                [mode, f"{len(lat)} of {count}", *_spread(lat)]
-                for mode, lat in results.items()
-            ],
+            [[mode, f"{len(lat)} of {count}", *_spread(lat)] for mode, lat in results.items()],
         )
     )
     print(f"\n2. a writer at 1,000 rows/s for {seconds:g} s (a NaN every 5,000 rows)")

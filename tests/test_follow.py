@@ -255,9 +255,7 @@ def test_bursts_are_played_whole_and_a_pause_is_not_a_stall(sound_server, tmp_pa
     log = tmp_path / "run.norms.csv"
     with sound_server.capture() as recording:
         follower = start_sonify("play", "--follow", str(log), "--wait", "30")
-        writer = subprocess.run(
-            [sys.executable, "-c", BURSTS, str(log)], capture_output=True, text=True, timeout=120
-        )
+        writer = subprocess.run([sys.executable, "-c", BURSTS, str(log)], capture_output=True, text=True, timeout=120)
         assert writer.returncode == 0, writer.stderr
         rows = int(writer.stdout)
         steps = np.arange(1, rows + 1)
