@@ -28,7 +28,6 @@ def create_exclusive(path: Path, *, overwrite: bool = False) -> int:
     Without ``overwrite`` the file must not exist (``O_EXCL``): a file of
     another run is never truncated, even by a race between two processes.
     """
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -36,7 +35,11 @@ def create_exclusive(path: Path, *, overwrite: bool = False) -> int:
             f"cannot create the folder {path.parent}: {os_error_reason(exc)}; choose another {{out}}"
         ) from None
     try:
-        return os.open(path, flags, 0o644)
+        if overwrite and (path.is_symlink() or path.is_file()):
+            # Replace, never write through: truncating would also empty what a symlink or a hard link
+            # points at (another run's file), and a player still reading the old file keeps it whole.
+            path.unlink()
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         raise SonifyParameterError(
             f"{path} already exists and sonify never overwrites a file unless asked: "
@@ -44,6 +47,12 @@ def create_exclusive(path: Path, *, overwrite: bool = False) -> int:
         ) from None
     except OSError as exc:
         raise SonifyIOError(f"cannot create {path}: {os_error_reason(exc)}; choose another {{out}}") from None
+
+
+def write_new_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Create ``path`` holding ``data`` (as :func:`create_exclusive`: a link is replaced, never written through)."""
+    with os.fdopen(create_exclusive(path, overwrite=overwrite), "wb") as file:
+        file.write(data)
 
 
 def os_error_reason(exc: OSError) -> str:

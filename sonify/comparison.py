@@ -21,6 +21,7 @@ Runs that diverge are part of the comparison, not errors.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SonifyError
-from ._files import check_new_file
+from ._errors import SonifyError, SonifyParameterError
+from ._files import check_new_file, write_new_file
 from .output import AudioFileWriter
 from .record import NormLog
 from .rendering import SoundSettings, render
@@ -152,7 +153,9 @@ def compare(
     if figure:
         check_figure_support()
     out_dir = Path(out_dir)
-    names = names or [_run_name(log, index) for index, log in enumerate(logs)]
+    if names is not None and len(set(names)) != len(names):
+        raise SonifyParameterError(f"run names must differ, so that each run has its own file; got {names}")
+    names = names or _run_names(logs)
     suffix = "" if duration is None else f"-{duration:g}s"
     targets = []
     for index, name in enumerate(names):
@@ -174,15 +177,36 @@ def compare(
     runs = [
         _summarise(log, name, start, audio, sound) for log, name, start, audio in zip(logs, names, starts, rendered)
     ]
-    table_csv, table_md = _tables(runs, out_dir)  # before the figure: the tables never depend on matplotlib
-    picture = _figure(logs, names, rendered, out_dir / "compare.png") if figure else None
+    table_csv, table_md = _tables(runs, out_dir, overwrite)  # before the figure: the tables never depend on matplotlib
+    picture = _figure(logs, names, rendered, out_dir / "compare.png", overwrite) if figure else None
     return CompareResult(runs, out_dir / ("listen-ab.wav" if ab else "listen.wav"), picture, table_csv, table_md)
 
 
-def _run_name(log: NormLog, index: int) -> str:
-    if log.path is not None:
-        return log.path.name.removesuffix(".norms.csv").removesuffix(".csv")
-    return f"run{index + 1}"
+def _run_names(logs: list[NormLog]) -> list[str]:
+    """A distinct name per run: the log's file name, with its folders where two runs share one.
+
+    ``A/run.norms.csv`` and ``B/run.norms.csv`` become ``A-run`` and ``B-run``
+    (so neither run's WAV replaces the other's); any name still shared gets ``-2``, ``-3``...
+    """
+
+    def name(log: NormLog, index: int, folders: int) -> str:
+        if log.path is None:
+            return f"run{index + 1}"
+        parts = [*log.path.resolve().parent.parts[1:][-folders:], log.path.name] if folders else [log.path.name]
+        return "-".join(parts).removesuffix(".norms.csv").removesuffix(".csv")
+
+    names = [name(log, index, 0) for index, log in enumerate(logs)]
+    for folders in (1, 2, 3):
+        shared = {n for n in names if names.count(n) > 1}
+        if not shared:
+            return names
+        names = [name(log, i, folders) if n in shared else n for i, (log, n) in enumerate(zip(logs, names))]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return unique
 
 
 #: The files a comparison writes into its folder besides the runs' own.
@@ -257,7 +281,7 @@ def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundS
     )
 
 
-def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
+def _tables(runs: list[RunSummary], out_dir: Path, overwrite: bool) -> tuple[Path, Path]:
     layers = list(dict.fromkeys(layer for run in runs for layer in run.ranges))
     header = ["run", "steps", "final loss", "first spike step (layers, x median)", "spike steps"]
     header += ["first NaN/Inf step", "NaN/Inf steps", "starts at (s)"]
@@ -281,20 +305,23 @@ def _tables(runs: list[RunSummary], out_dir: Path) -> tuple[Path, Path]:
             cells.append(f"{span[0]:.3g} .. {span[1]:.3g}" if span else "")
         rows.append([*cells, str(run.audio), str(run.log or "")])
     table_csv = out_dir / "summary.csv"
-    with open(table_csv, "w", newline="") as file:
-        csv.writer(file).writerows([header, *rows])
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([header, *rows])
+    write_new_file(table_csv, buffer.getvalue().encode(), overwrite=overwrite)
     table_md = out_dir / "summary.md"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    table_md.write_text("\n".join(lines) + "\n")
+    write_new_file(table_md, ("\n".join(lines) + "\n").encode(), overwrite=overwrite)
     return table_csv, table_md
 
 
-def _figure(logs: list[NormLog], names: list[str], audio: list[Path], out: Path) -> Path:
+def _figure(logs: list[NormLog], names: list[str], audio: list[Path], out: Path, overwrite: bool) -> Path:
     import matplotlib.pyplot as plt
 
     fig = comparison_figure(logs, names, audio)
-    fig.savefig(out, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=100, format="png")
+    write_new_file(out, image.getvalue(), overwrite=overwrite)
     plt.close(fig)
     return out
 

@@ -204,6 +204,9 @@ class _WavFile:
         self.data_size_offset = len(header) + 4
         header += b"data" + bytes(4)
         self.header_size = len(header)
+        # Valid from the first byte: an empty WAV whose RIFF size covers its header, so a run killed
+        # before its first flush leaves a file every reader opens (scipy refuses a RIFF size of 0).
+        header = header[:4] + struct.pack("<I", self.header_size - 8) + header[8:]
         self.data_bytes = 0  # bytes of samples on disk (possibly a partial frame after a failed write)
         self.closed = False
         self._written_header = None

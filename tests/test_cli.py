@@ -310,3 +310,14 @@ def test_a_grid_says_its_data_notice_once_and_draws_no_bars_into_a_log(tmp_path)
     assert "\r" not in result.stderr and "step/s" not in result.stderr and "it/s" not in result.stderr
     rendered = run_sonify("render", str(next((tmp_path / "grid").glob("*.norms.csv"))), "-o", str(tmp_path / "r.wav"))
     assert rendered.returncode == 0 and rendered.stderr == ""  # no bar without --no-progress either
+
+
+def test_render_overwrite_onto_a_symlink_replaces_the_link_not_the_other_run(tmp_path):
+    log = make_log(tmp_path / "run.norms.csv")
+    other_run = tmp_path / "run-5.wav"
+    other_run.write_bytes(b"RIFF of another run")
+    (tmp_path / "latest.wav").symlink_to(other_run)
+    result = run_sonify("render", str(log), "-o", str(tmp_path / "latest.wav"), "--overwrite", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert other_run.read_bytes() == b"RIFF of another run"
+    assert not (tmp_path / "latest.wav").is_symlink() and soundfile.info(tmp_path / "latest.wav").frames > 0

@@ -134,3 +134,26 @@ def test_public_functions_do_not_shadow_their_modules():
         assert isinstance(importlib.import_module(f"sonify.{name}"), types.ModuleType)
     assert sonify.compare is importlib.import_module("sonify.comparison").compare  # README: sonify.compare(...)
     assert callable(sonify.render) and callable(sonify.play)
+
+
+def test_logs_with_the_same_file_name_in_two_folders_each_get_their_own_audio(tmp_path):
+    from sonify.record import NormLogWriter
+
+    for folder, scale in (("A", 1.0), ("B", 50.0)):
+        writer = NormLogWriter(tmp_path / folder / "run.norms.csv", ["conv", "fc"])
+        writer.append(np.arange(1, 9), np.full((8, 2), scale), np.zeros((8, 2), bool))
+        writer.close()
+    logs = [str(tmp_path / "A" / "run.norms.csv"), str(tmp_path / "B" / "run.norms.csv")]
+    for attempt in ("first", "again with --overwrite"):
+        extra = ["--overwrite"] if attempt != "first" else []
+        result = run_sonify("compare", *logs, "-o", str(tmp_path / "cmp"), "--no-figure", *extra)
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(open(tmp_path / "cmp" / "summary.csv")))
+        audio = [row[next(key for key in row if "audio" in key.lower())] for row in rows]
+        assert len(set(audio)) == 2 and {name.split("/")[-1] for name in audio} == {"A-run.wav", "B-run.wav"}
+        a, b = (soundfile.read(path)[0] for path in audio)
+        assert not np.allclose(a, b)  # each file holds its own run
+    names = ["same", "same"]
+    with pytest.raises(sonify.SonifyParameterError, match="names must differ"):
+        compare([sonify.load_norms(path) for path in logs], tmp_path / "other", names=names, figure=False)
+    assert not (tmp_path / "other").exists()

@@ -176,8 +176,12 @@ def test_kill_9_at_random_moments_leaves_readable_files(tmp_path):
         folder = tmp_path / f"k{attempt}"
         process = start_sonify(*TRAIN, "--steps", "100000", "-o", str(folder / "run.wav"))
         try:
-            wait_for_rows(folder / "run.norms.csv", rng.randint(1, 150))
-            time.sleep(rng.uniform(0.0, 0.6))  # anywhere in the flush cycle
+            if attempt == 0:  # before the first flush: as soon as the WAV exists
+                while not (folder / "run.wav").exists() and process.poll() is None:
+                    time.sleep(0.001)
+            else:
+                wait_for_rows(folder / "run.norms.csv", rng.randint(1, 150))
+                time.sleep(rng.uniform(0.0, 0.6))  # anywhere in the flush cycle
         finally:
             process.kill()
             process.communicate()

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -111,3 +113,24 @@ def test_a_write_cut_short_keeps_whole_frames(tmp_path):
     assert result.stdout.startswith("SonifyIOError") and "File too large" in result.stdout, result.stderr
     frames = soundfile.info(tmp_path / "cut.wav").frames
     assert 0 < frames < 5000 and len(read_with("scipy", tmp_path / "cut.wav")) == frames
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_wav_killed_before_its_first_flush_is_a_valid_empty_file(tmp_path, reader):
+    writer = AudioFileWriter(tmp_path / "early.wav", 44100)
+    writer.write(np.full(1000, 0.25, np.float32))  # samples on disk, but the header was never brought up to date
+    assert len(read_with(reader, tmp_path / "early.wav")) == 0  # a valid, empty WAV: no reader refuses it
+    writer.close()
+    assert len(read_with(reader, tmp_path / "early.wav")) == 1000
+
+
+def test_overwrite_replaces_a_link_and_never_writes_through_it(tmp_path):
+    other_run = tmp_path / "run-5.wav"
+    other_run.write_bytes(b"another run's audio")
+    (tmp_path / "latest.wav").symlink_to(other_run)
+    os.link(other_run, tmp_path / "hard.wav")
+    for name in ("latest.wav", "hard.wav"):
+        with AudioFileWriter(tmp_path / name, 44100, overwrite=True) as writer:
+            writer.write(np.zeros(10, np.float32))
+        assert not (tmp_path / name).is_symlink() and soundfile.info(tmp_path / name).frames == 10
+    assert other_run.read_bytes() == b"another run's audio"
