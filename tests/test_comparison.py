@@ -148,7 +148,7 @@ def test_logs_with_the_same_file_name_in_two_folders_each_get_their_own_audio(tm
         extra = ["--overwrite"] if attempt != "first" else []
         result = run_sonify("compare", *logs, "-o", str(tmp_path / "cmp"), "--no-figure", *extra)
         assert result.returncode == 0, result.stderr
-        rows = list(csv.DictReader(open(tmp_path / "cmp" / "summary.csv")))
+        rows = list(csv.DictReader((tmp_path / "cmp" / "summary.csv").read_text().splitlines()))
         audio = [row[next(key for key in row if "audio" in key.lower())] for row in rows]
         assert len(set(audio)) == 2 and {name.split("/")[-1] for name in audio} == {"A-run.wav", "B-run.wav"}
         a, b = (soundfile.read(path)[0] for path in audio)
