@@ -20,7 +20,6 @@ What it copes with:
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import queue
@@ -36,7 +35,7 @@ import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
 from .importers import DEFAULT_TAG_PATTERN, layer_of
-from .record import STEP_COLUMNS, parse_row
+from .record import STEP_COLUMNS, parse_row, split_csv_line
 from .rendering import SoundSettings
 from .stream import DEFAULT_LATENCY
 
@@ -187,7 +186,11 @@ def _csv_events(lines: Iterator[str | None], label: str, counts: dict) -> Iterat
             continue
         if not line.strip():
             continue
-        cells = next(csv.reader([line]))
+        try:
+            cells = split_csv_line(line)
+        except ValueError:
+            counts["bad"] += 1  # garbage (a field over the csv limit): skipped like any unreadable line
+            continue
         if run is None or (_is_header(cells) and run.parse(cells) is None):
             if run is not None:
                 yield ("new", f"a new header in {label}: a new run; starting over")

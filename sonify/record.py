@@ -519,7 +519,12 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
     lines = text.splitlines()
     if not lines:
         raise SonifyError(f"{csv_path}: the file is empty; it is not a norm log")
-    records = list(csv.reader(lines))
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(split_csv_line(line))
+        except ValueError as exc:
+            raise SonifyError(f"{csv_path}:{number}: {exc}; repair or remove that line") from None
     header = [name.strip() for name in records[0]]
     step_column = next((i for i, name in enumerate(header) if name.lower() in STEP_COLUMNS), None)
     if step_column is None or len(header) < 2:
@@ -560,6 +565,27 @@ def load_norms(path: str | os.PathLike, *, drop_incomplete: bool = False) -> Nor
     if (norms[~missing] < 0).any():
         raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
     return NormLog(norms, missing, steps, names, metadata, csv_path)
+
+
+def split_csv_line(line: str) -> list[str]:
+    """The cells of one line of a CSV norm log. Raises ValueError for a line the csv module refuses.
+
+    A norm log has one row per line, so a stray ``"`` never joins lines
+    together, and a field over the csv module's limit (128 KiB) is a bad line,
+    not a crash.
+
+    Examples
+    --------
+    >>> split_csv_line('3,0.5,"1e-3"')
+    ['3', '0.5', '1e-3']
+    """
+    line = line.removesuffix("\r")  # a CRLF file read line by line
+    if '"' not in line:
+        return line.split(",")
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error as exc:
+        raise ValueError(f"not a CSV row ({exc})") from None
 
 
 def parse_row(cells: Sequence[str], step_column: int, layer_columns: Sequence[int]) -> tuple[int, list, list]:

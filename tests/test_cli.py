@@ -321,3 +321,11 @@ def test_render_overwrite_onto_a_symlink_replaces_the_link_not_the_other_run(tmp
     assert result.returncode == 0, result.stderr
     assert other_run.read_bytes() == b"RIFF of another run"
     assert not (tmp_path / "latest.wav").is_symlink() and soundfile.info(tmp_path / "latest.wav").frames > 0
+
+
+def test_render_of_a_log_with_a_field_over_the_csv_limit_is_one_line(tmp_path):
+    log = tmp_path / "run.norms.csv"
+    log.write_text('step,a,b\n1,0.5,1.0\n2,"' + "7" * 200_000 + ",1.0\n3,0.5,1.0\n")
+    result = run_sonify("render", str(log), "-o", str(tmp_path / "x.wav"), "--no-progress")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "run.norms.csv:3: not a CSV row" in result.stderr and not (tmp_path / "x.wav").exists()

@@ -104,6 +104,24 @@ def test_standard_input_from_a_pipe(sound_server, tmp_path):
     frames_played(recording.samples, expected_frames(norms))
 
 
+def test_a_line_over_the_csv_field_limit_is_skipped_and_following_goes_on(sound_server, tmp_path):
+    norms = rows_of(12)[:6]
+    lines = ["step,conv,fc"] + [f"{step},{float(a)!r},{float(b)!r}" for step, (a, b) in enumerate(norms, start=1)]
+    lines.insert(4, '3,"' + "7" * 200_000 + ",1.0")  # garbage between rows 3 and 4 (a stray quote, a huge field)
+    with sound_server.capture() as recording:
+        follower = subprocess.run(
+            [sys.executable, "-m", "sonify.cli", "play", "--follow", "-"],
+            cwd=ROOT,
+            input="\n".join(lines) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert follower.returncode == 0, follower.stderr
+    assert "6 steps" in follower.stdout and "1 unreadable lines ignored" in follower.stdout
+    assert "Traceback" not in follower.stderr
+
+
 def test_a_replaced_log_starts_a_new_run(sound_server, tmp_path):
     log = tmp_path / "run.norms.csv"
     log.write_text("step,a,b\n" + "".join(f"{i},0.5,1.0\n" for i in range(1, 6)))

@@ -165,3 +165,19 @@ def test_the_writer_creates_exclusively_and_cleans_up_after_itself(tmp_path):
         "run.norms.csv",
         "run.norms.json",
     ]  # no temporary files left
+
+
+def test_a_stray_quote_in_a_long_log_is_an_error_naming_its_line(tmp_path):
+    rows = [f"{step},0.5,1.5" for step in range(1, 20_001)]
+    rows[1233] = '1234,"0.5,1.5'  # one stray quote: the csv module would read the rest of the file as one field
+    path = tmp_path / "run.norms.csv"
+    path.write_text("step,conv,fc\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SonifyError, match=r"run.norms.csv:1235: expected 3 fields"):
+        load_norms(path)
+    rows[1233] = "1234," + "9" * 200_000 + ",1.5"  # a field over the csv module's 128 KiB limit
+    path.write_text("step,conv,fc\n" + "\n".join(rows) + "\n")
+    assert np.isinf(load_norms(path).norms[1233, 0])  # read as a number (an overflow), not a csv crash
+    rows[1233] = '1234,"' + "9" * 200_000 + ",1.5"
+    path.write_text("step,conv,fc\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SonifyError, match=r"run.norms.csv:1235: not a CSV row \(field larger than field limit"):
+        load_norms(path)
