@@ -108,7 +108,7 @@ def test_a_line_over_the_csv_field_limit_is_skipped_and_following_goes_on(sound_
     norms = rows_of(12)[:6]
     lines = ["step,conv,fc"] + [f"{step},{float(a)!r},{float(b)!r}" for step, (a, b) in enumerate(norms, start=1)]
     lines.insert(4, '3,"' + "7" * 200_000 + ",1.0")  # garbage between rows 3 and 4 (a stray quote, a huge field)
-    with sound_server.capture() as recording:
+    with sound_server.capture():
         follower = subprocess.run(
             [sys.executable, "-m", "sonify.cli", "play", "--follow", "-"],
             cwd=ROOT,
