@@ -20,6 +20,7 @@ What it copes with:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -37,12 +38,15 @@ from ._errors import SonifyError, SonifyParameterError
 from .importers import DEFAULT_TAG_PATTERN, layer_of
 from .record import STEP_COLUMNS, parse_row, split_csv_line
 from .rendering import SoundSettings
-from .stream import DEFAULT_LATENCY
+from .stream import DEFAULT_LATENCY, resolve_output_device
 
 __all__ = ["FollowReport", "follow"]
 
 #: Seconds between looks at a file that has not grown (also what a mounted folder needs: no inotify).
 POLL_INTERVAL = 0.05
+#: Bytes at the start of a followed file that are read again before each read: if they changed, the
+#: file was rewritten in place by another run.
+PREFIX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,14 @@ def _lines_of_file(path: Path, wait: float | None, notice: Callable[[str], None]
         file = open(path, "rb")  # noqa: SIM115  kept open across the generator's pauses
         try:
             identity = os.fstat(file.fileno()).st_ino
-            pending = b""
+            pending = prefix = b""
             while True:
+                if prefix and os.pread(file.fileno(), len(prefix), 0) != prefix:
+                    break  # rewritten in place (`cp new.csv x.norms.csv`), even by a longer run
                 chunk = file.read(1 << 16)
                 if chunk:
+                    if len(prefix) < PREFIX_BYTES:
+                        prefix += chunk[: PREFIX_BYTES - len(prefix)]
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
@@ -149,13 +157,21 @@ def _was_replaced(path: Path, file: IO[bytes], identity: int) -> bool:
     return os.fstat(file.fileno()).st_size < file.tell()
 
 
-def _lines_of_stream(stream: IO[str]) -> Iterator[str | None]:
-    """Lines of a pipe, read on a thread so the caller can still be interrupted; None while waiting."""
+def _lines_of_stream(stream: IO[str] | Callable[[], IO[str]]) -> Iterator[str | None]:
+    """Lines of a pipe, read on a thread so the caller can still be interrupted; None while waiting.
+
+    ``stream`` may be a function that opens it: opening a FIFO waits for its
+    writer, and that wait belongs on the reading thread too.
+    """
     lines: queue.SimpleQueue = queue.SimpleQueue()
 
     def read() -> None:
-        for line in stream:
-            lines.put(line)
+        try:
+            with stream() if callable(stream) else contextlib.nullcontext(stream) as opened:
+                for line in opened:
+                    lines.put(line)
+        except (OSError, ValueError) as exc:
+            lines.put(exc)
         lines.put(None)
 
     threading.Thread(target=read, name="sonify-stdin", daemon=True).start()
@@ -167,6 +183,8 @@ def _lines_of_stream(stream: IO[str]) -> Iterator[str | None]:
             continue
         if line is None:
             return
+        if isinstance(line, Exception):
+            raise SonifyError(f"cannot read the followed input: {type(line).__name__}: {line}")
         if line.endswith("\n"):
             yield line[:-1]
         # A last line without newline at the end of the stream is a partial row: never played.
@@ -317,9 +335,12 @@ def follow(
         raise SonifyParameterError(f"wait={wait!r} is invalid; give seconds >= 0")
     label = "standard input" if str(source) == "-" else str(source)
     totals = {"runs": 0, "steps": 0, "played": 0, "skipped": 0, "underruns": 0, "bad": 0}
+    resolve_output_device(output_device)  # no sound card is said now, not when the first row arrives
     path = Path(source)
     if str(source) == "-":
         events = _csv_events(_lines_of_stream(stdin or sys.stdin), label, totals)
+    elif path.exists() and not (path.is_file() or path.is_dir()):  # a FIFO, `<(ssh box tail -f ...)`
+        events = _csv_events(_lines_of_stream(lambda: open(path, encoding="utf-8", errors="replace")), label, totals)
     elif path.is_dir() or "tfevents" in path.name or (not path.exists() and not path.name.endswith(".csv")):
         events = _tensorboard_events(path, tags, wait, notice)
     else:

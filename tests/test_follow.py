@@ -150,7 +150,7 @@ def test_a_replaced_log_starts_a_new_run(sound_server, tmp_path):
         (lambda path: path.write_text("step,a\n1,2\n"), ("--norm-range", "auto"), "norm_range='auto'"),
     ],
 )
-def test_bad_input_is_one_line(tmp_path, make, args, message):
+def test_bad_input_is_one_line(tmp_path, make, args, message, sound_server):
     path = tmp_path / "run.norms.csv"
     if make is not None:
         make(path)
@@ -158,6 +158,58 @@ def test_bad_input_is_one_line(tmp_path, make, args, message):
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("sonify: error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_missing_sound_card_is_said_at_once_not_when_the_first_row_arrives(tmp_path, sound_server):
+    result = run_sonify("play", "--follow", str(tmp_path / "not-yet.norms.csv"), "--device", "nonexistent", timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no output device matches 'nonexistent'" in result.stderr and "waiting for" not in result.stderr
+
+
+def test_a_fifo_is_followed_like_a_pipe(sound_server, tmp_path):
+    fifo = tmp_path / "rows"
+    os.mkfifo(fifo)
+    norms = rows_of(12)[:8]
+    with sound_server.capture() as recording:
+        follower = start_sonify("play", "--follow", str(fifo))
+        with open(fifo, "w") as writer:  # blocks until the follower opens it: `<(ssh box tail -f ...)`
+            writer.write("step,conv,fc\n")
+            writer.flush()
+            time.sleep(1.0)  # the header first, then rows one by one as a remote tail -f delivers them
+            for step, (conv, fc) in enumerate(norms, start=1):
+                writer.write(f"{step},{float(conv)!r},{float(fc)!r}\n")
+                writer.flush()
+                time.sleep(0.15)
+        stdout, stderr = follower.communicate(timeout=60)  # the writer closed: the input ended
+    assert follower.returncode == 0, stderr
+    assert "8 steps, 8 played, 0 skipped" in stdout and "Illegal seek" not in stderr
+    frames_played(recording.samples, expected_frames(norms))
+
+
+def wait_for_sound(recording, after: int = 0, timeout: float = 60) -> int:
+    """Wait until the capture holds sound after sample ``after``; returns the capture's length then."""
+    deadline = time.monotonic() + timeout
+    while not np.any(recording.samples[after:]):
+        assert time.monotonic() < deadline, "nothing was heard"
+        time.sleep(0.05)
+    return len(recording.samples)
+
+
+def test_a_log_rewritten_in_place_by_a_longer_run_is_a_new_run(sound_server, tmp_path):
+    log = tmp_path / "run.norms.csv"
+    log.write_text("step,a,b\n" + "".join(f"{i},0.5,1.0\n" for i in range(1, 4)))
+    with sound_server.capture() as recording:
+        follower = start_sonify("play", "--follow", str(log))
+        heard = wait_for_sound(recording)  # the first run is being followed
+        time.sleep(0.3)  # its sound has ended
+        # `cp longer.csv run.norms.csv` seen mid-copy need never show a shorter file: written over in place
+        with open(log, "r+") as file:
+            file.write("step,a,b\n" + "".join(f"{i},0.25,2.0\n" for i in range(1, 9)))
+        wait_for_sound(recording, after=heard + 4410)  # the new run is heard
+        stdout, stderr = stop(follower)
+    assert follower.returncode == 0, stderr
+    assert "was truncated or replaced: a new run; starting over" in stderr
+    assert "11 steps in 2 runs" in stdout and "unreadable" not in stdout
 
 
 def test_wait_needs_follow(tmp_path):
