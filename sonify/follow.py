@@ -21,6 +21,7 @@ What it copes with:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import queue
@@ -340,7 +341,8 @@ def follow(
     if str(source) == "-":
         events = _csv_events(_lines_of_stream(stdin or sys.stdin), label, totals)
     elif path.exists() and not (path.is_file() or path.is_dir()):  # a FIFO, `<(ssh box tail -f ...)`
-        events = _csv_events(_lines_of_stream(lambda: open(path, encoding="utf-8", errors="replace")), label, totals)
+        opener = functools.partial(open, path, encoding="utf-8", errors="replace")  # opened (and closed) by the reader
+        events = _csv_events(_lines_of_stream(opener), label, totals)
     elif path.is_dir() or "tfevents" in path.name or (not path.exists() and not path.name.endswith(".csv")):
         events = _tensorboard_events(path, tags, wait, notice)
     else:
