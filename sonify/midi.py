@@ -11,8 +11,12 @@ which brings mido; imported only when a ``.mid`` file is written):
 * NaN/Inf is a crash cymbal (General MIDI percussion note 49) on channel
   10, in a track of its own;
 * a spike is the same note, louder: velocity 127 instead of 80;
+* beyond 15 voices channels are shared; in chord mode, where voices that
+  share a channel sound at once and a channel has one pitch bend, their
+  notes are the nearest semitone (no bend), never another voice's bend;
 * time follows the sound settings: one tone is 120 ticks (a sixteenth note
-  at 480 per beat), the tempo is set so that it lasts ``tone_duration``, and
+  at 480 per beat; twice or four times that for tones over 4 s, which the
+  slowest MIDI tempo cannot hold), the tempo is set so that it lasts ``tone_duration``, and
   the gap after each step lasts ``gap``; in chord mode a step's notes start
   together.
 
@@ -48,6 +52,8 @@ _DRUMS = 9
 VELOCITY = 80
 SPIKE_VELOCITY = 127
 BEND_RANGE = 2.0  # semitones either way
+#: The slowest tempo a MIDI file can state, in microseconds per beat (a 24-bit field).
+MAX_TEMPO = 0xFFFFFF
 
 
 def write_midi(
@@ -82,9 +88,12 @@ def write_midi(
     check_new_file(path, overwrite=overwrite)
     steps, voices = freqs.shape
     tone = TICKS_PER_TONE
+    while tone_duration * 1e6 * TICKS_PER_BEAT / tone > MAX_TEMPO:  # long tones: more ticks each, same beat
+        tone *= 2
     gap_ticks = round(gap / tone_duration * tone)
     step_ticks = (1 if chord else voices) * tone + gap_ticks
-    tempo = round(tone_duration * 1e6 * TICKS_PER_BEAT / tone)  # microseconds per beat
+    tempo = max(1, round(tone_duration * 1e6 * TICKS_PER_BEAT / tone))  # microseconds per beat
+    channels = [_channel(voice) for voice in range(voices)]
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
     midi.tracks.append(conductor)
@@ -104,6 +113,8 @@ def write_midi(
                 alarms.append(start)
                 continue
             note, bend = _note_and_bend(float(freqs[step, voice]))
+            if chord and channels.count(channel) > 1:  # one bend per channel: notes that share it keep none
+                note, bend = min(127, max(0, note + round(bend / 8192 * BEND_RANGE))), 0
             velocity = SPIKE_VELOCITY if accents[step, voice] else VELOCITY
             events.append((start, 1, mido.Message("pitchwheel", channel=channel, pitch=bend)))
             events.append((start, 2, mido.Message("note_on", channel=channel, note=note, velocity=velocity)))

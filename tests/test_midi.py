@@ -101,3 +101,66 @@ def test_midi_from_the_command_line_and_its_one_line_errors(tmp_path):
         == "sonify: error: writing MIDI files needs mido, which is not installed: pip install 'sonify[midi]'"
     )
     assert not (tmp_path / "other.mid").exists()
+
+
+def sounding_pitches(path):
+    """(tick, channel, semitones above A4) of every note as a player hears it: tracks merged, and each
+    channel's pitch bend at a tick the last one set there (it retunes every note sounding on the channel)."""
+    midi = mido.MidiFile(path)
+    tick, bends, found = 0, {}, []
+    for message in mido.merge_tracks(midi.tracks[1:]):
+        tick += message.time
+        if message.type == "pitchwheel":
+            bends[(tick, message.channel)] = message.pitch
+        if message.type == "note_on" and message.velocity > 0:
+            found.append((tick, message.channel, message.note))
+    last_bend: dict = {}
+    for (when, channel), bend in sorted(bends.items()):
+        last_bend.setdefault(channel, []).append((when, bend))
+
+    def bend_at(channel, when):
+        return max(((w, b) for w, b in last_bend.get(channel, []) if w <= when), default=(0, 0))[1]
+
+    return [(t, c, n + 2.0 * bend_at(c, t) / 8192 - 69) for t, c, n in found]
+
+
+def test_chord_mode_with_more_voices_than_channels_never_takes_another_voices_bend(tmp_path):
+    rng = np.random.default_rng(1)
+    norms = np.exp(rng.normal(0, 1.0, (10, 20)))  # 20 voices: channels are shared
+    result = sonify.render(norms, tmp_path / "chord.mid", sound=sonify.SoundSettings(mode="chord"))
+    assert result.steps == 10
+    intended = 12 * np.log2(sonify.SoundSettings().pitch_map()(norms) / 440.0)
+    heard = sounding_pitches(tmp_path / "chord.mid")
+    assert len(heard) == 200
+    step_ticks = sorted({t for t, _, _ in heard})
+    errors = []
+    for tick, channel, semitones in heard:
+        step = step_ticks.index(tick)
+        candidates = [v for v in range(20) if sonify.midi._channel(v) == channel]
+        errors.append(min(abs(semitones - intended[step, v]) for v in candidates))
+    assert max(errors) <= 0.5  # at worst the nearest semitone, never another voice's bend (up to 2 semitones)
+
+
+def test_tones_longer_than_the_slowest_midi_tempo(tmp_path):
+    log = tmp_path / "run.norms.csv"
+    log.write_text("step,a,b\n1,0.5,1.0\n2,0.7,2.0\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sonify.cli",
+            "render",
+            str(log),
+            "-o",
+            str(tmp_path / "slow.mid"),
+            "--tone-ms",
+            "10000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    found = notes(tmp_path / "slow.mid")
+    starts = [start for start, *_ in found]
+    assert len(found) == 4 and np.allclose(np.diff(starts[:2]), 10.0, atol=1e-3)  # each tone lasts 10 s
