@@ -14,7 +14,12 @@ backward, as soon as its gradient is complete
 caches; at the step only the stack and the copy remain. A gradient changed
 after that (accumulated again, unscaled by AMP, clipped, replaced) is noticed
 by its version counter and read again at the step, so both ways give the
-norms of the gradients the step applies. Measured on the 2-core development
+norms of the gradients the step applies. One change escapes it: an in-place
+change through ``.data`` (``p.grad.data.mul_(0.5)``), because ``.data`` is a
+tensor with a version counter of its own, so the norm logged is the one from
+backward (tested). Change gradients through the tensor itself
+(``p.grad.mul_``, ``clip_grad_norm_``, AMP's unscaling all do), or keep the
+default. Measured on the 2-core development
 VM it is no faster: the hooks add to backward what they save at the step
 (ResNet-18: 1.043 vs 1.047 times bare training), so reading at the step, one
 fused call, stays the default.

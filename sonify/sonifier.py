@@ -127,7 +127,9 @@ class Sonifier:
         produced and still in the caches, instead of at the step, with the
         same norms (see :mod:`sonify.capture`). Off by default: on the CPUs
         measured it is no faster, as its hooks add to backward what they save
-        at the step.
+        at the step. A gradient changed in place through ``.data`` after
+        backward (``p.grad.data.mul_(...)``) is not noticed there: the norm
+        logged is the one from backward.
 
     Notes
     -----

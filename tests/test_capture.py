@@ -369,3 +369,32 @@ def test_norms_are_read_at_the_step_unless_asked_otherwise():
     assert not GradientCapture(select_layers(Net())).early
     with pytest.raises(sonify.SonifyParameterError, match="early='sometimes' is not understood"):
         GradientCapture(select_layers(Net()), early="sometimes")
+
+
+def test_what_norms_taken_during_backward_see_of_later_changes():
+    """Exactly what ``early=True`` notices: every in-place change through the gradient or a view of it
+    (torch's version counter), but not one through ``.data``, which has a counter of its own."""
+    torch.manual_seed(0)
+    model = Net()
+    layers = select_layers(model)
+    early, at_step = GradientCapture(layers, early=True), GradientCapture(layers)
+    seen = {}
+    for change in ("mul_", "detach().mul_", "clip_grad_norm_", "data.mul_"):
+        model.zero_grad()
+        backward_through_every_parameter(model)
+        if change == "clip_grad_norm_":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+        for p in model.parameters():
+            if change == "mul_":
+                p.grad.mul_(3.0)
+            elif change == "detach().mul_":
+                p.grad.detach().mul_(3.0)
+            elif change == "data.mul_":
+                p.grad.data.mul_(3.0)
+        early.submit(1)
+        at_step.submit(1)
+        ((_, norms, _),), ((_, reference, _),) = early.drain(), at_step.drain()
+        np.testing.assert_allclose(reference, exact_norms(layers), rtol=1e-6)  # the default sees every change
+        seen[change] = np.allclose(norms, reference, rtol=1e-6)
+    assert seen == {"mul_": True, "detach().mul_": True, "clip_grad_norm_": True, "data.mul_": False}
+    early.remove_hooks()
