@@ -43,6 +43,7 @@ from ._files import check_new_file, create_exclusive, os_error_reason
 __all__ = [
     "NormLog",
     "NormLogWriter",
+    "RunDigest",
     "RunStats",
     "StepNorms",
     "as_norm_log",
@@ -312,6 +313,109 @@ class NormLog:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+
+class RunDigest:
+    """A whole run in a bounded number of rows, kept up to date as steps arrive.
+
+    Consecutive steps share a row (a window); when the rows are full, pairs
+    of neighbouring rows merge and every window doubles, so memory stays at
+    ``2 * rows`` rows however long the run, and the digest always covers the
+    whole run. Rows combine as :meth:`NormLog.condense` does (the mean of the
+    finite norms; NaN/Inf at any step keeps the alarm; a spike keeps the
+    accent; a layer missing throughout stays missing). Sound made from it
+    (trackers, the bounded WAV of a long run) never re-reads the norm log.
+
+    ``add`` and ``log`` may be called from different threads.
+
+    Examples
+    --------
+    >>> digest = RunDigest(["a"], rows=2)
+    >>> digest.add(np.arange(1, 11), np.arange(1.0, 11.0)[:, None], np.zeros((10, 1), bool))
+    >>> digest.log().norms[:, 0].tolist(), digest.log().steps.tolist()
+    ([2.5, 6.5, 9.5], [4, 8, 10])
+    """
+
+    def __init__(self, layer_names: Sequence[str], rows: int) -> None:
+        if rows < 1:
+            raise SonifyParameterError(f"a run digest needs at least one row, not {rows}")
+        import threading
+
+        self.layer_names = tuple(layer_names)
+        self.capacity = 2 * rows
+        shape = (self.capacity, len(self.layer_names))
+        self._sums, self._counts = np.zeros(shape), np.zeros(shape, np.int64)
+        self._alarms, self._infinite = np.zeros(shape, bool), np.zeros(shape, bool)
+        self._present, self._accents = np.zeros(shape, bool), np.zeros(shape, bool)
+        self._steps = np.zeros(self.capacity, np.int64)
+        self.window = 1  # steps per row
+        self.steps_seen = 0
+        self._full = 0  # complete rows; row ``_full`` holds ``_fill`` steps so far
+        self._fill = 0
+        self._lock = threading.Lock()
+
+    def add(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None = None) -> None:
+        """Take a block of steps (in order)."""
+        accents = np.zeros(norms.shape, bool) if accents is None else accents
+        with self._lock:
+            done = 0
+            while done < len(steps):
+                room = (self.capacity - self._full) * self.window - self._fill
+                take = min(len(steps) - done, room)
+                part = slice(done, done + take)
+                self._accumulate(steps[part], norms[part], missing[part], accents[part])
+                done += take
+                if self._full == self.capacity:
+                    self._merge_pairs()
+            self.steps_seen += len(steps)
+
+    def _accumulate(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray) -> None:
+        offsets = self._fill + np.arange(len(steps))
+        rows = self._full + offsets // self.window
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        at = rows[starts]
+        finite = np.isfinite(norms) & ~missing
+        self._sums[at] += np.add.reduceat(np.where(finite, norms, 0.0), starts, axis=0)
+        self._counts[at] += np.add.reduceat(finite, starts, axis=0)
+        self._alarms[at] |= np.logical_or.reduceat(~np.isfinite(norms) & ~missing, starts, axis=0)
+        self._infinite[at] |= np.logical_or.reduceat(np.isposinf(norms) & ~missing, starts, axis=0)
+        self._present[at] |= np.logical_or.reduceat(~missing, starts, axis=0)
+        self._accents[at] |= np.logical_or.reduceat(accents, starts, axis=0)
+        self._steps[at] = steps[np.r_[starts[1:], len(steps)] - 1]
+        total = self._fill + len(steps)
+        self._full += total // self.window
+        self._fill = total % self.window
+
+    def _merge_pairs(self) -> None:
+        half = self.capacity // 2
+        for array, combine in (
+            (self._sums, np.add),
+            (self._counts, np.add),
+            (self._alarms, np.logical_or),
+            (self._infinite, np.logical_or),
+            (self._present, np.logical_or),
+            (self._accents, np.logical_or),
+        ):
+            array[:half] = combine(array[0::2], array[1::2])
+            array[half:] = 0
+        self._steps[:half] = self._steps[1::2]
+        self._full, self.window = half, 2 * self.window
+
+    def log(self) -> NormLog:
+        """The run so far as a :class:`NormLog` of at most ``2 * rows`` rows (with their accents)."""
+        with self._lock:
+            used = self._full + (1 if self._fill else 0)
+            sums, counts = self._sums[:used].copy(), self._counts[:used].copy()
+            alarms, infinite = self._alarms[:used].copy(), self._infinite[:used].copy()
+            present, accents, steps = (
+                self._present[:used].copy(),
+                self._accents[:used].copy(),
+                self._steps[:used].copy(),
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norms = sums / counts
+        norms = np.where(alarms, np.where(infinite, np.inf, np.nan), norms)
+        return NormLog(norms, ~present, steps, self.layer_names, accents=accents & present)
 
 
 class StepNorms(NamedTuple):

@@ -181,3 +181,33 @@ def test_a_stray_quote_in_a_long_log_is_an_error_naming_its_line(tmp_path):
     path.write_text("step,conv,fc\n" + "\n".join(rows) + "\n")
     with pytest.raises(SonifyError, match=r"run.norms.csv:1235: not a CSV row \(field larger than field limit"):
         load_norms(path)
+
+
+@pytest.mark.parametrize("steps", [1, 7, 64, 1000, 4097])
+def test_a_run_digest_is_the_run_condensed_into_whole_windows(steps):
+    from sonify.record import RunDigest
+
+    rng = np.random.default_rng(steps)
+    norms = np.abs(rng.normal(size=(steps, 3))) + 0.1
+    norms[rng.random(norms.shape) < 0.01] = np.nan
+    norms[rng.random(norms.shape) < 0.01] = np.inf
+    missing = rng.random(norms.shape) < 0.05
+    missing[:, 2] = True  # a layer that never has a gradient
+    accents = rng.random(norms.shape) < 0.02
+    digest = RunDigest(["a", "b", "c"], rows=8)
+    for block in np.array_split(np.arange(steps), max(1, steps // 37)):  # blocks of any size, as flushes come
+        digest.add(block + 1, norms[block], missing[block], accents[block])
+    got = digest.log()
+    assert digest.steps_seen == steps and len(got) <= 16 and got.steps[-1] == steps
+    window = digest.window
+    for row, end in enumerate(got.steps):
+        part = slice(row * window, end)  # each row is one whole window (the last may be partial)
+        finite = np.isfinite(norms[part]) & ~missing[part]
+        with np.errstate(invalid="ignore"):
+            mean = np.where(finite, norms[part], 0).sum(0) / finite.sum(0)
+        alarm = (~np.isfinite(norms[part]) & ~missing[part]).any(0)
+        present = (~missing[part]).any(0)
+        np.testing.assert_array_equal(got.missing[row], ~present)
+        np.testing.assert_array_equal(~np.isfinite(got.norms[row]) & present, alarm)  # the alarm is kept
+        np.testing.assert_allclose(got.norms[row][~alarm & present], mean[~alarm & present])
+        np.testing.assert_array_equal(got.accents[row], (accents[part]).any(0) & present)
