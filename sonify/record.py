@@ -401,6 +401,12 @@ class RunDigest:
         self._steps[:half] = self._steps[1::2]
         self._full, self.window = half, 2 * self.window
 
+    @property
+    def last_step(self) -> int:
+        """The newest step taken (0 before any)."""
+        used = self._full + (1 if self._fill else 0)
+        return int(self._steps[used - 1]) if used else 0
+
     def log(self) -> NormLog:
         """The run so far as a :class:`NormLog` of at most ``2 * rows`` rows (with their accents)."""
         with self._lock:

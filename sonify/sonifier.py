@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ from .capture import (
 )
 from .mapping import PitchMap, SpikeDetector
 from .output import check_audio_path
-from .record import NormLogWriter, RunStats, StepNorms, log_paths
+from .record import NormLogWriter, RunDigest, RunStats, StepNorms, log_paths
 from .rendering import SoundSettings
 from .stream import DEFAULT_LATENCY
 
@@ -113,7 +114,7 @@ class Sonifier:
         TensorBoard ``SummaryWriter``, a wandb run, ``mlflow``, a Lightning
         logger or a folder (see :mod:`sonify.trackers` for every kind and the
         tag scheme). The sound is condensed to ``audio_seconds``, alarms and
-        spikes kept. Needs the norm log (``log=True``).
+        spikes kept.
     log_audio_every_n_steps : int, optional
         Also send the sound so far every this many optimizer steps. It is
         rendered on a background thread; training never waits for it.
@@ -122,6 +123,10 @@ class Sonifier:
         ``sonify/grad_norm/<layer>``.
     audio_seconds : float
         Longest sound sent to a tracker (60 s by default).
+    tracker_prefix : str
+        First part of every name written to the trackers (``sonify/audio``,
+        ``sonify/grad_norm/<layer>``). A second Sonifier on the same tracker
+        run gets ``sonify-2`` (with a notice) unless given its own.
     during_backward : bool
         Compute each parameter's norm during backward, as its gradient is
         produced and still in the caches, instead of at the step, with the
@@ -182,6 +187,7 @@ class Sonifier:
         log_norms: bool = False,
         audio_seconds: float = 60.0,
         during_backward: bool = False,
+        tracker_prefix: str = "sonify",
         device: int | str | None = None,
     ) -> None:
         import torch
@@ -251,7 +257,15 @@ class Sonifier:
         self._misuse_reported = False
         self._groups_seen = len(target.param_groups) if target is not None else 0
         self._trackers = (  # only rank 0 logs: other ranks' loggers are placeholders
-            _tracker_log(trackers, log, self.log_path, self.sound, log_audio_every_n_steps, log_norms, audio_seconds)
+            _tracker_log(
+                trackers,
+                self.layer_names,
+                self.sound,
+                log_audio_every_n_steps,
+                log_norms,
+                audio_seconds,
+                tracker_prefix,
+            )
             if self.rank == 0
             else None
         )
@@ -283,7 +297,12 @@ class Sonifier:
             # Other ranks only take part in the collective of sharded capture.
             self._capturing = self.rank == 0 or self._capture.sharded
             self._recorder = _Recorder(
-                self.stats, self._writer, self._audio, flush_interval, self.sound.spike_detector(len(self.layers))
+                self.stats,
+                self._writer,
+                self._audio,
+                flush_interval,
+                self.sound.spike_detector(len(self.layers)),
+                listeners=self._trackers.listeners() if self._trackers is not None else (),
             )
             stack.callback(self._recorder.close)
             self._hook = OptimizerHook(target, self._record) if target is not None else None
@@ -442,16 +461,18 @@ class Sonifier:
         self._recorder.close()
         if self._audio is not None and "audio" not in self._recorder.failures:
             self._guarded("audio", self._audio.close)
+        if self._trackers is not None:  # before the summary, so that its "lost" names a tracker that failed
+            try:
+                self._trackers.finish()
+            except Exception as exc:
+                self._recorder.fail("trackers", _describe(exc))
+            for name, reason in self._trackers.failures.items():
+                self._recorder.failures.setdefault(f"tracker {name}", reason)
         if self._writer is not None:
             self._writer.close()
             if "norm log" not in self._recorder.failures:
                 self._guarded("summary", self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
-        if self._trackers is not None:
-            try:
-                self._trackers.finish()
-            except Exception as exc:
-                warn(f"sonify could not log to the trackers: {_describe(exc)}", stacklevel=3)
         return self.stats
 
     def log_audio(self, target: Any, *, max_seconds: float = 60.0, norms: bool = False) -> list[str]:
@@ -532,21 +553,29 @@ class Sonifier:
 
 
 def _tracker_log(
-    trackers: Any, log: bool, log_path: Path, sound: SoundSettings, every: int | None, norms: bool, seconds: float
+    trackers: Any,
+    layer_names: list[str],
+    sound: SoundSettings,
+    every: int | None,
+    norms: bool,
+    seconds: float,
+    prefix: str,
 ) -> Any:
     """The :class:`~sonify.trackers.TrackerLog` for ``trackers=`` (checked), or None without trackers."""
+    from .trackers import DEFAULT_PREFIX, TrackerLog, check_options, check_prefix
+
+    check_options(every, seconds)
+    check_prefix(prefix)
     if trackers is None:
-        if every is not None or norms:
+        if every is not None or norms or prefix != DEFAULT_PREFIX:
             raise SonifyParameterError(
-                "log_audio_every_n_steps= and log_norms= need trackers=: Sonifier(..., trackers=writer)"
+                "log_audio_every_n_steps=, log_norms= and tracker_prefix= need trackers=: Sonifier(..., trackers=writer)"
             )
         return None
-    from .trackers import TrackerLog
-
-    if not log:
-        raise SonifyParameterError("trackers= read the norm log; leave log=True")
     targets = trackers if isinstance(trackers, list) else [trackers]
-    return TrackerLog(targets, log_path, sound, every_n_steps=every, norms=norms, max_seconds=seconds)
+    # The trackers' sound comes from a digest of the run kept by the recorder: twice the rows it needs.
+    digest = RunDigest(layer_names, rows=max(1, int(seconds / sound.synthesizer(len(layer_names)).step_duration)))
+    return TrackerLog(targets, digest, sound, every_n_steps=every, norms=norms, max_seconds=seconds, prefix=prefix)
 
 
 def _rank() -> int:
@@ -628,9 +657,11 @@ class _Recorder:
         audio: AudioPipeline | None,
         flush_interval: float,
         spikes: SpikeDetector,
+        listeners: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]] = (),
     ) -> None:
         self.stats = stats
         self._spikes = spikes
+        self._listeners = list(listeners)  # also given every block of rows (the trackers' digest and rows)
         self.failures: dict[str, str] = {}
         self._sinks: dict[str, Any] = {"norm log": writer, "audio": audio}
         self._paths = {
@@ -726,6 +757,12 @@ class _Recorder:
                     write(steps, norms, missing, spikes)
                 except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
                     failed[part] = _describe(exc)
+        for listener in list(self._listeners):
+            try:
+                listener(steps, norms, missing, spikes)
+            except Exception as exc:  # the trackers' part stops; the files go on
+                self._listeners.remove(listener)
+                failed["trackers"] = _describe(exc)
         self.fail_many(failed, step=int(steps[0]))
         if first_spike is None and self.stats.first_spike_step is not None:
             self._news.append(

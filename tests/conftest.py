@@ -294,3 +294,37 @@ def is_alarm(slot, sample_rate=44100):
 
     peaks = spectral_peaks(slot, sample_rate, threshold=0.3)
     return len(peaks) == 3 and all(abs(p - f) < 15 for p, f in zip(peaks, ALARM_PARTIALS_HZ))
+
+
+def wandb_history(folder: Path) -> list[dict]:
+    """The history rows (key -> JSON text) of the one offline W&B run under ``folder``, from its run file.
+
+    The run file is a LevelDB-format log (32 KiB blocks of records with a
+    7-byte header) behind W&B's own 7-byte file header; each record is a
+    ``Record`` protocol buffer of wandb's.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = list(folder.glob("**/offline-run-*/run-*.wandb"))
+    data = path.read_bytes()
+    block, position, pending, rows = 32768, 7, b"", []
+    while position + 7 <= len(data):
+        room = block - position % block
+        if room < 7:  # too little of the block left for a header: padding
+            position += room
+            continue
+        length, kind = struct.unpack_from("<HB", data, position + 4)
+        if length == 0 and kind == 0:
+            break
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # FULL/FIRST start a record, MIDDLE/LAST go on
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+            pending = b""
+    return rows

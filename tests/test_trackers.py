@@ -5,6 +5,7 @@ Biases runs offline (``WANDB_MODE=offline``), MLflow uses a ``file:`` store;
 nothing reaches the network.
 """
 
+import time
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 import sonify
-from conftest import decoded, tensorboard_events
+from conftest import decoded, tensorboard_events, wandb_history
 from sonify.rendering import condensed_audio
 from sonify.trackers import AUDIO_TAG, log_audio, tracker
 
@@ -53,9 +54,10 @@ def test_tensorboard_audio_decodes_to_the_rendered_sound_and_norms_are_scalars(t
     log = a_log()
     with SummaryWriter(tmp_path / "tb") as writer:
         where = log_audio(writer, log, norms=True)
-    assert where == [f"TensorBoard {AUDIO_TAG} at step 300"]
+    assert where == [f"TensorBoard {AUDIO_TAG} at step 300 ({tmp_path / 'tb' / 'sonify'})"]
     events = tensorboard_events(tmp_path / "tb")
-    (clip,) = events.Audio(AUDIO_TAG)
+    assert "audio" not in events.Tags() or not events.Tags()["audio"]  # never in the user's own event file
+    (clip,) = tensorboard_events(tmp_path / "tb" / "sonify").Audio(AUDIO_TAG)  # a run of its own beside it
     expected, rate = expected_mono(log)
     assert clip.step == 300 and clip.sample_rate == rate
     np.testing.assert_allclose(decoded(clip.encoded_audio_string), expected, atol=1.5 / 32767)
@@ -83,7 +85,6 @@ def test_wandb_offline_run_holds_a_media_file_that_decodes(offline):
     run = wandb.init(project="sonify-test", dir=str(offline))
     try:
         assert log_audio(run, log, norms=True) == [f"Weights & Biases {AUDIO_TAG} at step 300"]
-        summary_keys = set(run.summary.keys())
     finally:
         run.finish()
     (media,) = list(offline.glob("wandb/offline-run-*/files/media/audio/sonify/*.wav"))
@@ -91,7 +92,39 @@ def test_wandb_offline_run_holds_a_media_file_that_decodes(offline):
     samples, media_rate = soundfile.read(media, dtype="float32")
     assert media_rate == rate
     np.testing.assert_allclose(samples, expected, atol=1.5 / 32767)
-    assert {"sonify/grad_norm/conv1", "sonify/step", AUDIO_TAG} <= summary_keys
+    (row,) = wandb_history(offline)  # sonify committed nothing: its values joined the one row finish() wrote
+    assert {"sonify/grad_norm/conv1", "sonify/step"} <= set(row) and row["sonify/step"] == "300"
+    assert any(key.startswith(AUDIO_TAG) for key in row)  # the media (W&B stores it as nested keys)
+
+
+def test_wandb_users_own_metrics_and_step_are_never_touched(offline):
+    """The user logs loss with step=i at every step while sonify logs norms and clips to the same run."""
+    wandb = pytest.importorskip("wandb")
+    run = wandb.init(project="sonify-test", dir=str(offline))
+    model, opt = small_model()
+    with (
+        pytest.warns(sonify.SonifyWarning, match="asks for clips closer together than sonify sends them"),
+        sonify.Sonifier(
+            model,
+            opt,
+            out=offline / "run.wav",
+            trackers=run,
+            log_norms=True,
+            log_audio_every_n_steps=50,
+            flush_interval=0.01,
+        ),
+    ):
+        for step in range(300):
+            opt.zero_grad()
+            loss = model(torch.randn(16, 4)).square().mean()
+            loss.backward()
+            opt.step()
+            run.log({"loss": loss.item()}, step=step)
+    run.finish()
+    rows = wandb_history(offline)
+    assert [int(row["_step"]) for row in rows if "loss" in row] == list(range(300))  # every point of the user's
+    sonify_steps = [int(row["sonify/step"]) for row in rows if "sonify/grad_norm/0" in row]
+    assert len(sonify_steps) > 100 and sonify_steps == sorted(sonify_steps) and sonify_steps[-1] == 300
 
 
 def test_mlflow_file_store_holds_the_artifact_and_metrics(offline):
@@ -131,8 +164,11 @@ def test_a_target_it_cannot_use_is_one_clear_line(target, message):
 # -- a running Sonifier ----------------------------------------------------------------
 
 
-def test_sonifier_sends_the_sound_while_training_and_at_the_end(tmp_path):
+def test_sonifier_sends_the_sound_while_training_and_at_the_end(tmp_path, monkeypatch):
     from torch.utils.tensorboard import SummaryWriter
+
+    monkeypatch.setattr(sonify.trackers, "MIN_CLIP_SECONDS", 0.0)  # a clip every 20 steps, however fast
+    monkeypatch.setattr(sonify.trackers, "CLIP_SPACING", 0.0)
 
     model, opt = small_model()
     writer = SummaryWriter(tmp_path / "tb")
@@ -145,12 +181,15 @@ def test_sonifier_sends_the_sound_while_training_and_at_the_end(tmp_path):
         log_norms=True,
         flush_interval=0.01,
     ) as son:
-        for _ in range(10):
+        for chunk in range(1, 11):
             train(model, opt, 10)
-            son._trackers._worker and son._trackers._worker.join()  # let the background render finish
+            if chunk % 2 == 0 and chunk < 10:  # a clip was asked for at this step: wait until it is sent
+                deadline = time.monotonic() + 60
+                while len(son._trackers.logged) < chunk and time.monotonic() < deadline:
+                    time.sleep(0.01)
     writer.close()
     events = tensorboard_events(tmp_path / "tb")
-    clips = events.Audio(AUDIO_TAG)
+    clips = tensorboard_events(tmp_path / "tb" / "sonify").Audio(AUDIO_TAG)
     steps = [clip.step for clip in clips]
     assert len(clips) >= 3 and steps == sorted(set(steps)) and steps[-1] == 100  # periodic, then the whole run
     log = sonify.load_norms(tmp_path / "run.norms.csv")
@@ -175,6 +214,8 @@ def test_log_audio_of_a_sonifier(tmp_path):
 
 def test_a_failing_tracker_warns_once_and_the_others_and_training_go_on(tmp_path):
     class BrokenWriter:
+        log_dir = tmp_path / "tb"
+
         def add_audio(self, *args, **kwargs):
             raise OSError(28, "No space left on device")
 
@@ -191,6 +232,9 @@ def test_a_failing_tracker_warns_once_and_the_others_and_training_go_on(tmp_path
     messages = [str(w.message) for w in caught if issubclass(w.category, sonify.SonifyWarning)]
     assert messages == ["sonify stopped logging to TensorBoard: OSError: [Errno 28] No space left on device"]
     assert son.stats.steps == 25 and (tmp_path / "clips" / "audio-step25.wav").exists()
+    reason = "OSError: [Errno 28] No space left on device"
+    assert son.failures == {"tracker TensorBoard": reason}  # said where the user looks: failures and the JSON
+    assert sonify.load_norms(son.log_path).metadata["summary"]["lost"] == {"tracker TensorBoard": reason}
 
 
 @pytest.mark.parametrize(
@@ -198,8 +242,9 @@ def test_a_failing_tracker_warns_once_and_the_others_and_training_go_on(tmp_path
     [
         ({"trackers": "x", "log_audio_every_n_steps": 0}, "log_audio_every_n_steps=0 is invalid"),
         ({"trackers": "x", "audio_seconds": float("nan")}, "audio_seconds=nan is invalid"),
-        ({"trackers": "x", "log": False}, "trackers= read the norm log; leave log=True"),
-        ({"log_norms": True}, "log_audio_every_n_steps= and log_norms= need trackers="),
+        ({"trackers": "x", "tracker_prefix": "a b"}, "tracker_prefix='a b' is invalid"),
+        ({"tracker_prefix": "mine"}, "log_audio_every_n_steps=, log_norms= and tracker_prefix= need trackers="),
+        ({"log_norms": True}, "log_audio_every_n_steps=, log_norms= and tracker_prefix= need trackers="),
         ({"trackers": 5}, "sonify cannot log to a int"),
     ],
 )
@@ -246,3 +291,44 @@ def test_a_folder_that_cannot_be_created_warns_once_and_the_run_is_intact(tmp_pa
     assert "Not a directory" in messages[0] and (tmp_path / "ok" / "audio-step12.wav").exists()
     assert son.stats.steps == 12 and len(sonify.load_norms(son.log_path)) == 12
     assert (tmp_path / "blocker").read_text() == "a file where the folder should go"
+
+
+def test_two_sonifiers_on_one_run_never_share_names(offline):
+    """The README's pattern: one Sonifier hears the norms before clipping (step() by hand), one at the step."""
+    mlflow = pytest.importorskip("mlflow")
+    from torch.utils.tensorboard import SummaryWriter
+
+    model, opt = small_model()
+    writer = SummaryWriter(offline / "tb")
+    trackers = [mlflow, writer, offline / "clips"]
+    with mlflow.start_run() as run:
+        before = sonify.Sonifier(model, out=offline / "before.wav", trackers=trackers, log_norms=True)
+        with pytest.warns(sonify.SonifyWarning, match="this one logs as 'sonify-2'"):
+            after = sonify.Sonifier(model, opt, out=offline / "after.wav", trackers=trackers, log_norms=True)
+        mine = sonify.Sonifier(model, out=offline / "mine.wav", trackers=trackers, tracker_prefix="mine")
+        with before, after, mine:
+            for _ in range(20):
+                opt.zero_grad()
+                model(torch.randn(16, 4)).square().mean().backward()
+                before.step()
+                mine.step()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+                opt.step()
+    writer.close()
+    client = mlflow.MlflowClient()
+    for prefix, sonifier in (("sonify", before), ("sonify-2", after)):
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, prefix)]
+        assert artifacts == [f"{prefix}/audio-step20.wav"]
+        history = sorted(client.get_metric_history(run.info.run_id, f"{prefix}/grad_norm/0"), key=lambda m: m.step)
+        log = sonify.load_norms(sonifier.log_path)
+        np.testing.assert_allclose([m.value for m in history], log.norms[:, 0])  # each its own series, whole
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "mine")] == ["mine/audio-step20.wav"]
+    assert tensorboard_events(offline / "tb" / "sonify").Audio("sonify/audio")
+    assert tensorboard_events(offline / "tb" / "sonify-2").Audio("sonify-2/audio")
+    scalars = tensorboard_events(offline / "tb").Tags()["scalars"]
+    assert {"sonify/grad_norm/0", "sonify-2/grad_norm/0"} <= set(scalars)
+    assert {p.name for p in (offline / "clips").iterdir()} == {
+        "audio-step20.wav",
+        "sonify-2-audio-step20.wav",
+        "mine-audio-step20.wav",
+    }
