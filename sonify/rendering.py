@@ -213,8 +213,10 @@ def render(
             )
         windows = max(1, int(duration / sound.synthesizer(len(log.layer_names)).step_duration))
         if windows < len(log):
-            # Spikes are found at full resolution; a window with a spike keeps the accent.
-            log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0]).condense(windows, combine)
+            # Spikes are found at full resolution (unless the log has its own); a window with one keeps the accent.
+            if log.accents is None:
+                log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0])
+            log = log.condense(windows, combine)
         else:
             windows = None
     if midi:

@@ -53,10 +53,12 @@ from .stream import DEFAULT_LATENCY
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_OUT_DIR", "Sonifier", "unique_out"]
+__all__ = ["DEFAULT_OUT_DIR", "MAX_AUDIO_SECONDS", "Sonifier", "unique_out"]
 
 #: Where files go when no path is given.
 DEFAULT_OUT_DIR = Path("audio_out")
+#: The most sound a Sonifier's audio file holds by default (seconds): a longer run is condensed into it.
+MAX_AUDIO_SECONDS = 900.0
 
 
 class Sonifier:
@@ -91,6 +93,15 @@ class Sonifier:
         Shortcut that overrides ``sound.mapping``.
     audio : bool
         Write the audio file.
+    max_audio_seconds : float or None
+        The most sound the audio file holds (:data:`MAX_AUDIO_SECONDS`, 15
+        minutes, by default: 159 MB as float mono at 44.1 kHz). A run whose
+        sound would be longer is written at full resolution up to that length
+        while it trains; at the end the file is replaced by the whole run
+        condensed into that length (consecutive steps combined, every alarm
+        and spike kept), so disk use is bounded however long the run. The
+        norm log keeps every step: ``sonify render`` makes the full-length
+        sound from it at any time. None keeps every step in the file.
     log : bool
         Write the norm log (``audio=False, log=False`` with ``live=True``
         only listens).
@@ -188,6 +199,7 @@ class Sonifier:
         audio_seconds: float = 60.0,
         during_backward: bool = False,
         tracker_prefix: str = "sonify",
+        max_audio_seconds: float | None = MAX_AUDIO_SECONDS,
         device: int | str | None = None,
     ) -> None:
         import torch
@@ -208,6 +220,12 @@ class Sonifier:
             raise SonifyParameterError(f"during_backward={during_backward!r} is invalid; give True or False")
         if pace and not live:
             raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
+        if max_audio_seconds is not None and not (
+            isinstance(max_audio_seconds, (int, float)) and math.isfinite(max_audio_seconds) and max_audio_seconds > 0
+        ):
+            raise SonifyParameterError(
+                f"max_audio_seconds={max_audio_seconds!r} is invalid; give a positive number of seconds, or None"
+            )
         for name, value in (("flush_interval", flush_interval), ("latency", latency)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise SonifyParameterError(f"{name}={value!r} is invalid; give a positive number of seconds")
@@ -250,21 +268,24 @@ class Sonifier:
         self._pace = pace
         self._live_step = 0  # last step handed to the live player
         self.live_report: LiveReport | None = None
+        #: With a run longer than ``max_audio_seconds``: how its audio file was condensed at the end.
+        self.audio_condensed: dict[str, Any] | None = None
         self.stats = RunStats(self.layer_names)
         self._steps = 0
         self._closed = False
         self._reported: set[str] = set()
         self._misuse_reported = False
         self._groups_seen = len(target.param_groups) if target is not None else 0
+        step_duration = self.sound.synthesizer(len(self.layers)).step_duration
+        # One digest of the run feeds the trackers' sound and the bounded audio file: rows for the longer.
+        digest_rows = [int(audio_seconds / step_duration)] if trackers is not None else []
+        self.max_audio_seconds = max_audio_seconds
+        if audio and max_audio_seconds is not None:
+            digest_rows.append(int(max_audio_seconds / step_duration) // 2)
+        self._digest = RunDigest(self.layer_names, rows=max(1, *digest_rows)) if digest_rows else None
         self._trackers = (  # only rank 0 logs: other ranks' loggers are placeholders
             _tracker_log(
-                trackers,
-                self.layer_names,
-                self.sound,
-                log_audio_every_n_steps,
-                log_norms,
-                audio_seconds,
-                tracker_prefix,
+                trackers, self._digest, self.sound, log_audio_every_n_steps, log_norms, audio_seconds, tracker_prefix
             )
             if self.rank == 0
             else None
@@ -302,7 +323,10 @@ class Sonifier:
                 self._audio,
                 flush_interval,
                 self.sound.spike_detector(len(self.layers)),
-                listeners=self._trackers.listeners() if self._trackers is not None else (),
+                listeners=self._listeners(),
+                audio_limit=(
+                    round(max_audio_seconds * self.sound.sample_rate) if max_audio_seconds is not None else None
+                ),
             )
             stack.callback(self._recorder.close)
             self._hook = OptimizerHook(target, self._record) if target is not None else None
@@ -461,6 +485,8 @@ class Sonifier:
         self._recorder.close()
         if self._audio is not None and "audio" not in self._recorder.failures:
             self._guarded("audio", self._audio.close)
+            if self._recorder.audio_cut and "audio" not in self._recorder.failures:
+                self._guarded("audio", self._condense_audio)
         if self._trackers is not None:  # before the summary, so that its "lost" names a tracker that failed
             try:
                 self._trackers.finish()
@@ -474,6 +500,40 @@ class Sonifier:
                 self._guarded("summary", self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
         return self.stats
+
+    def _listeners(self) -> list:
+        """What the recorder gives every block of rows to: the digest, and the trackers' norm rows."""
+        listeners = []
+        if self._digest is not None:
+            listeners.append(self._digest.add)
+        if self._trackers is not None:
+            listeners.append(self._trackers.add_rows)
+        return listeners
+
+    def _condense_audio(self) -> None:
+        """Replace the audio file (cut at ``max_audio_seconds``) by the whole run condensed into that length.
+
+        Written beside it under a hidden name, then moved over it: a reader
+        (or a failure half-way) sees the old file or the new one, never half of one.
+        """
+        from .rendering import render
+
+        assert self._digest is not None and self.max_audio_seconds is not None
+        path = self.audio_path
+        partial = path.with_name(f".{path.stem}.condensing{path.suffix}")
+        try:
+            result = render(
+                self._digest.log(), partial, sound=self.sound, duration=self.max_audio_seconds, overwrite=True
+            )
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        self.audio_condensed = {
+            "steps": self._digest.steps_seen,
+            "steps_per_tone": self._digest.window,
+            "seconds": round(result.duration, 3),
+        }
 
     def log_audio(self, target: Any, *, max_seconds: float = 60.0, norms: bool = False) -> list[str]:
         """Send the run so far (its norm log) to an experiment tracker: the sound, and the norms if asked.
@@ -504,6 +564,8 @@ class Sonifier:
 
     def _summary(self) -> dict[str, Any]:
         summary = self.stats.as_dict()
+        if self.audio_condensed is not None:
+            summary["audio_condensed"] = dict(self.audio_condensed)
         if self.live_report is not None:
             summary["live"] = asdict(self.live_report)
         if self._recorder.failures:
@@ -554,7 +616,7 @@ class Sonifier:
 
 def _tracker_log(
     trackers: Any,
-    layer_names: list[str],
+    digest: RunDigest | None,
     sound: SoundSettings,
     every: int | None,
     norms: bool,
@@ -573,8 +635,7 @@ def _tracker_log(
             )
         return None
     targets = trackers if isinstance(trackers, list) else [trackers]
-    # The trackers' sound comes from a digest of the run kept by the recorder: twice the rows it needs.
-    digest = RunDigest(layer_names, rows=max(1, int(seconds / sound.synthesizer(len(layer_names)).step_duration)))
+    assert digest is not None  # made with rows for the trackers whenever there are trackers
     return TrackerLog(targets, digest, sound, every_n_steps=every, norms=norms, max_seconds=seconds, prefix=prefix)
 
 
@@ -658,7 +719,12 @@ class _Recorder:
         flush_interval: float,
         spikes: SpikeDetector,
         listeners: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]] = (),
+        audio_limit: int | None = None,
     ) -> None:
+        #: Frames the audio file may hold while training runs; past them it is cut (see ``audio_cut``).
+        self._audio_limit = audio_limit
+        #: Whether the run outgrew the limit: the file is condensed at the end.
+        self.audio_cut = False
         self.stats = stats
         self._spikes = spikes
         self._listeners = list(listeners)  # also given every block of rows (the trackers' digest and rows)
@@ -787,5 +853,12 @@ class _Recorder:
 
     def _write_audio(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, spikes: np.ndarray) -> None:
         audio = self._sinks["audio"]
+        if self._audio_limit is not None:
+            room = (self._audio_limit - audio.writer.frames) // audio.synth.step_samples
+            if room < len(steps):  # the file is full: the rest of the run is heard in its condensed form
+                self.audio_cut = True
+                norms, missing, spikes = norms[: max(0, room)], missing[: max(0, room)], spikes[: max(0, room)]
+                if not len(norms):
+                    return
         audio.feed(norms, missing, spikes)
         audio.writer.flush()  # the WAV header follows the log: readable after kill -9

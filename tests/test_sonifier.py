@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import sonify
-from conftest import ROOT, decode_tones, frames_played, make_model, run_sonify, train
+from conftest import ROOT, decode_tones, frames_played, is_alarm, make_model, run_sonify, train
 from sonify import SonifyError, SonifyWarning
 from sonify.record import NormLogWriter
 
@@ -680,3 +680,41 @@ def test_live_sound_survives_pauses_in_training(tmp_path, sound_server):
     assert report.failure is None and son.failures == {}
     assert report.played == 16 and report.skipped == 0
     frames_played(recording.samples, wav_frames(tmp_path / "run.wav", son))  # the steps after each pause too
+
+
+def test_a_run_longer_than_max_audio_seconds_is_condensed_into_it_at_the_end(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    out = tmp_path / "run.wav"
+    step_seconds = sonify.SoundSettings().synthesizer(3).step_duration
+    with (
+        pytest.warns(SonifyWarning, match="step 150"),
+        sonify.Sonifier(model, optimizer, out=out, max_audio_seconds=1.0, flush_interval=0.01) as son,
+    ):
+        train(model, optimizer, steps=120)
+        deadline = time.monotonic() + 60
+        while len(sonify.load_norms(son.log_path, drop_incomplete=True)) < 120 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert soundfile.info(out).duration <= 1.0  # while training: full resolution, up to the bound
+        train(model, optimizer, steps=80, nan_at=30)  # step 150 is NaN
+    assert len(sonify.load_norms(son.log_path)) == 200  # the norm log keeps every step
+    audio, rate = soundfile.read(out, dtype="float32")
+    assert 0.5 <= len(audio) / rate <= 1.0 and son.audio_condensed["steps"] == 200
+    windows = len(audio) // son._audio.synth.step_samples
+    assert son.audio_condensed["steps_per_tone"] * windows >= 200  # the whole run, condensed
+    slots = audio.reshape(windows, -1)[:, : 3 * son._audio.synth.tone_samples].reshape(windows * 3, -1)
+    assert sum(is_alarm(slot) for slot in slots) >= 1  # the NaN of step 150 is heard in the condensed file
+    assert sonify.load_norms(son.log_path).metadata["summary"]["audio_condensed"]["steps"] == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.norms.csv", "run.norms.json", "run.wav"]
+
+
+def test_max_audio_seconds_none_keeps_every_step_and_bad_values_are_refused(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "full.wav", max_audio_seconds=None) as son:
+        train(model, optimizer, steps=40)
+    assert soundfile.info(tmp_path / "full.wav").frames == 40 * son._audio.synth.step_samples
+    assert son.audio_condensed is None
+    with pytest.raises(sonify.SonifyParameterError, match="max_audio_seconds=0 is invalid"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "bad.wav", max_audio_seconds=0)
+    assert not (tmp_path / "bad.wav").exists()
