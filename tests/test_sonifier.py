@@ -686,7 +686,6 @@ def test_a_run_longer_than_max_audio_seconds_is_condensed_into_it_at_the_end(tmp
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     out = tmp_path / "run.wav"
-    step_seconds = sonify.SoundSettings().synthesizer(3).step_duration
     with (
         pytest.warns(SonifyWarning, match="step 150"),
         sonify.Sonifier(model, optimizer, out=out, max_audio_seconds=1.0, flush_interval=0.01) as son,
