@@ -21,6 +21,7 @@ from conftest import ROOT
         "bench_resnet.py",
         "bench_gpu_sync.py",
         "bench_trackers.py",
+        "bench_disk.py",
     ],
 )
 def test_benchmark_runs_in_smoke_mode(script, sound_server, torchvision_env):
