@@ -225,16 +225,19 @@ def _csv_events(lines: Iterator[str | None], label: str, counts: dict) -> Iterat
 
 
 def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Callable) -> Iterator[tuple | None]:
-    """The same events from a TensorBoard run folder or event file that is still being written."""
+    """The same events from a TensorBoard run folder or event file that is still being written.
+
+    Each poll reads only what was added (:class:`~sonify.importers.ScalarTail`);
+    only steps not yet played are held. A layer whose first value comes later
+    (a backbone unfrozen after some epochs, a parameter that only now has a
+    gradient) joins the sound (``("layers", names, why)``); a step that goes
+    back to or before one already heard for a layer is a new run in the same
+    folder (``("new", why)``).
+    """
     import re
 
-    from ._optional import require
+    from .importers import ScalarTail
 
-    accumulator = require(
-        "tensorboard.backend.event_processing.event_accumulator",
-        extra="tensorboard",
-        purpose="following TensorBoard logs",
-    )
     pattern = re.compile(tags)
     deadline = None if wait is None else time.monotonic() + wait
     if not path.exists():
@@ -247,44 +250,93 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
     if path.is_file() and not path.name.endswith(".csv") and "tfevents" not in path.name:
         yield from _csv_events(_lines_of_file(path, wait, notice), str(path), {"bad": 0})
         return
-    events = accumulator.EventAccumulator(str(path), size_guidance={accumulator.SCALARS: 0})
-    seen: dict[int, dict[str, float]] = {}
-    layers: tuple[str, ...] | None = None
-    emitted = None  # last step played
+    tail = ScalarTail(path)
+    names_of: dict[str, str | None] = {}  # tag -> layer (None: not a norm)
+    pending: dict[int, dict[str, float]] = {}  # steps not yet played
+    layers: set[str] = set()
+    heard: tuple[str, ...] = ()  # the layers the player has
+    last: dict[str, int] = {}  # newest step of each layer
+    played: int | None = None  # newest step handed on
     notice(f"waiting for TensorBoard scalars matching {tags!r} in {path} (Ctrl-C to stop)")
     while True:
         try:
-            events.Reload()
+            scalars = tail.read()
         except Exception as exc:
             raise SonifyError(f"{path}: cannot read TensorBoard events ({type(exc).__name__}: {exc})") from None
-        for tag in events.Tags().get("scalars", []):
-            found = pattern.search(tag)
-            if not found:
+        touched: set[int] = set()
+        for tag, step, value in scalars:
+            if tag not in names_of:
+                found = pattern.search(tag)
+                names_of[tag] = layer_of(found, tag) if found else None
+            name = names_of[tag]
+            if name is None:
                 continue
-            name = layer_of(found, tag)
-            for event in events.Scalars(tag):
-                if emitted is None or event.step > emitted:
-                    seen.setdefault(event.step, {})[name] = event.value
-        if layers is None and seen:
-            layers = tuple(sorted({name for values in seen.values() for name in values}))
-            yield ("run", layers)
-        if layers is None and deadline is not None and time.monotonic() > deadline:
-            scalars = ", ".join(sorted(events.Tags().get("scalars", []))[:8]) or "none yet"
+            if name in last and step <= last[name]:  # steps went back: a new run in the same folder
+                yield from _rows(pending, heard, set(), everything=True)
+                yield ("new", f"{path}: {name} went back from step {last[name]} to {step}: a new run; starting over")
+                pending, layers, heard, last, played, touched = {}, set(), (), {}, None, set()
+            last[name] = step
+            if played is not None and step <= played:
+                continue  # a value for a step already heard (its layer came late): the next steps have it
+            layers.add(name)
+            pending.setdefault(step, {})[name] = value
+            touched.add(step)
+        if layers and _ready(pending, layers, touched):
+            if heard != tuple(sorted(layers)):
+                new = sorted(layers - set(heard))
+                first = min(step for step, values in pending.items() if set(new) & set(values))
+                if heard:  # the steps before the new layer's first are heard with the voices they had
+                    yield from _rows(pending, heard, touched, before=first)
+                    yield ("layers", tuple(sorted(layers)), f"{', '.join(new)} heard from step {first} on")
+                else:
+                    yield ("run", tuple(sorted(layers)))
+                heard = tuple(sorted(layers))
+            for row in _rows(pending, heard, touched):
+                played = row[1]
+                yield row
+        elif not layers and deadline is not None and time.monotonic() > deadline:
+            seen = ", ".join(sorted(names_of)[:8]) or "none yet"
             raise SonifyError(
-                f"{path}: no scalar tag matching {tags!r} within {wait:g} s (scalars: {scalars}); "
+                f"{path}: no scalar tag matching {tags!r} within {wait:g} s (scalars: {seen}); "
                 "give the tags of your gradient norms with {tags}"
             )
-        newest = max(seen) if seen else None
-        for step in sorted(seen):
-            values = seen[step]
-            if layers is not None and (step < newest or len(values) >= len(layers)):  # complete
-                norms = np.array([values.get(name, math.nan) for name in layers])
-                missing = np.array([name not in values for name in layers])
-                emitted = step
-                del seen[step]
-                yield ("row", step, norms, missing)
         yield None
         time.sleep(0.25)
+
+
+def _complete(step: int, values: dict, newest: int, layers: set | tuple, touched: set[int]) -> bool:
+    """A step is complete once a later step has begun, or every layer has a value and none came in this poll."""
+    return step < newest or (len(values) >= len(layers) and step not in touched)
+
+
+def _ready(pending: dict[int, dict[str, float]], layers: set[str], touched: set[int]) -> bool:
+    if not pending:
+        return False
+    first = min(pending)
+    return _complete(first, pending[first], max(pending), layers, touched)
+
+
+def _rows(
+    pending: dict[int, dict[str, float]],
+    layers: tuple[str, ...],
+    touched: set[int],
+    everything: bool = False,
+    before: int | None = None,
+) -> Iterator[tuple]:
+    """Rows of the complete steps, in order (all of them with ``everything``: the run ended; only those
+    before ``before``, where a layer joins)."""
+    newest = max(pending) if pending else 0
+    for step in sorted(pending):
+        values = pending[step]
+        if before is not None and step >= before:
+            break
+        if not (everything or _complete(step, values, newest, layers, touched)):
+            break
+        del pending[step]
+        if layers:
+            norms = np.array([values.get(name, math.nan) for name in layers])
+            missing = np.array([name not in values for name in layers])
+            yield ("row", step, norms, missing)
 
 
 def follow(
@@ -378,10 +430,13 @@ def follow(
             elif event[0] == "new":
                 notice(event[1])
                 finish(drain=True)
-            elif event[0] == "run":
+            elif event[0] in ("run", "layers"):
                 finish(drain=True)
                 player = LivePlayer(sound, len(event[1]), pitch_map, device=output_device, latency=latency)
-                totals["runs"] += 1
+                if event[0] == "run":
+                    totals["runs"] += 1
+                else:
+                    notice(event[2])
             else:
                 _, step, norms, missing = event
                 totals["steps"] += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
 from .record import NormLog
 
-__all__ = ["DEFAULT_TAG_PATTERN", "check_tag_pattern", "layer_of", "load_tensorboard"]
+__all__ = ["DEFAULT_TAG_PATTERN", "ScalarTail", "check_tag_pattern", "layer_of", "load_tensorboard"]
 
 #: Scalar tags taken as gradient norms by default; the first group names the layer:
 #: ``grad_norm/<layer>`` (sonify's own, and ``gradient_norms/...`` and the like), Lightning's
@@ -117,3 +118,97 @@ def _scalar_tags(accumulator: object, file: Path) -> list[str]:
     events = accumulator.EventAccumulator(str(file))
     events.Reload()
     return events.Tags().get("scalars", [])
+
+
+class ScalarTail:
+    """The scalars added to a TensorBoard run folder (or event file) since the last look, read incrementally.
+
+    Each event file is read from where the last :meth:`read` stopped, so a
+    look costs what is new, however long the run; new event files (a second
+    run in the same folder, a writer restarted) are picked up as they appear;
+    a record still being written is left for the next look. Only the record
+    framing is parsed here (the event itself by TensorBoard's own protocol
+    buffer classes); checksums are not verified, as a follower reads records
+    whole or not at all.
+
+    Examples
+    --------
+    Follow a run that Lightning's TensorBoardLogger writes::
+
+        tail = ScalarTail(Path("lightning_logs/version_0"))
+        for tag, step, value in tail.read():  # everything so far; then only what is new
+            ...
+    """
+
+    #: Bytes read at a time from an event file (bounds memory on a long run's first look).
+    chunk = 1 << 24
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._event = require(
+            "tensorboard.compat.proto.event_pb2", extra="tensorboard", purpose="following TensorBoard logs"
+        )
+        self._offsets: dict[Path, int] = {}
+
+    def files(self) -> list[Path]:
+        """The event files, in the order they were created (their names start with a timestamp)."""
+        if self.path.is_file():
+            return [self.path]
+        return sorted(self.path.glob("events.out.tfevents.*"))
+
+    def read(self) -> list[tuple[str, int, float]]:
+        """``(tag, step, value)`` of every scalar written since the last call, file by file."""
+        found: list[tuple[str, int, float]] = []
+        for file in self.files():
+            try:
+                size = file.stat().st_size
+            except FileNotFoundError:
+                continue
+            offset = self._offsets.get(file, 0)
+            if size < offset:  # truncated and rewritten: read it again from the start
+                offset = 0
+            while offset < size:
+                with open(file, "rb") as handle:
+                    handle.seek(offset)
+                    data = handle.read(min(self.chunk, size - offset))
+                used = self._records(data, found)
+                if used == 0:
+                    if len(data) < size - offset:  # one record larger than a chunk
+                        self.chunk *= 2
+                        continue
+                    break  # a record still being written
+                offset += used
+            self._offsets[file] = offset
+        return found
+
+    def _records(self, data: bytes, found: list[tuple[str, int, float]]) -> int:
+        """Parse whole records of ``data`` into ``found``; returns the bytes they used."""
+        position = 0
+        event = self._event.Event()
+        while position + 12 <= len(data):
+            (length,) = struct.unpack_from("<Q", data, position)
+            end = position + 12 + length + 4
+            if end > len(data):
+                break
+            event.ParseFromString(data[position + 12 : position + 12 + length])
+            for value in event.summary.value:
+                number = _scalar(value)
+                if number is not None:
+                    found.append((value.tag, int(event.step), number))
+            position = end
+        return position
+
+
+def _scalar(value: object) -> float | None:
+    """A summary value's number: ``simple_value`` (PyTorch's writer), or a one-element float tensor (TF2's)."""
+    if value.HasField("simple_value"):  # type: ignore[attr-defined]
+        return float(value.simple_value)  # type: ignore[attr-defined]
+    if value.HasField("tensor"):  # type: ignore[attr-defined]
+        tensor = value.tensor  # type: ignore[attr-defined]
+        if tensor.float_val:
+            return float(tensor.float_val[0])
+        if tensor.double_val:
+            return float(tensor.double_val[0])
+        if len(tensor.tensor_content) in (4, 8):
+            return float(np.frombuffer(tensor.tensor_content, "<f4" if len(tensor.tensor_content) == 4 else "<f8")[0])
+    return None

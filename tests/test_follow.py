@@ -195,6 +195,12 @@ def wait_for_sound(recording, after: int = 0, timeout: float = 60) -> int:
     return len(recording.samples)
 
 
+def sounds(samples: np.ndarray, silence: int = 4410) -> int:
+    """Separate sounds in a capture: runs of samples with more than ``silence`` zeros between them."""
+    voiced = np.flatnonzero(samples)
+    return 0 if not voiced.size else 1 + int(np.sum(np.diff(voiced) > silence))
+
+
 def test_a_log_rewritten_in_place_by_a_longer_run_is_a_new_run(sound_server, tmp_path):
     log = tmp_path / "run.norms.csv"
     log.write_text("step,a,b\n" + "".join(f"{i},0.5,1.0\n" for i in range(1, 4)))
@@ -346,3 +352,56 @@ def test_bursts_are_played_whole_and_a_pause_is_not_a_stall(sound_server, tmp_pa
     # Every step of every burst (the card is idle 75% of the time), in order, sample for sample (above),
     # the steps after the 5 s pause included.
     assert f"{rows} steps, {rows} played, 0 skipped" in stdout
+
+
+TENSORBOARD_RHYTHMS = textwrap.dedent(
+    """
+    import sys, time
+    from torch.utils.tensorboard import SummaryWriter
+    folder = sys.argv[1]
+    time.sleep(1.0)
+    with SummaryWriter(folder) as writer:  # run 1: fc has no gradient (frozen) until step 7
+        for step in range(1, 13):
+            writer.add_scalar("grad_2.0_norm/conv.weight", 0.5 + 0.01 * step, step)
+            if step >= 7:
+                writer.add_scalar("grad_2.0_norm/fc.weight", 2.0 + 0.02 * step, step)
+            writer.flush()
+            time.sleep(0.4)
+    time.sleep(1.0)
+    with SummaryWriter(folder) as writer:  # run 2 in the same folder: steps start again at 1
+        for step in range(1, 6):
+            time.sleep(1.5 if step == 5 else 0.1)  # the last step well after the others: a sound of its own
+            writer.add_scalar("grad_2.0_norm/conv.weight", 0.25, step)
+            writer.add_scalar("grad_2.0_norm/fc.weight", 1.0, step)
+            writer.flush()
+    """
+)
+
+
+def test_tensorboard_follow_hears_late_layers_and_a_second_run_in_the_folder(sound_server, tmp_path):
+    runs = tmp_path / "runs" / "exp"
+    with sound_server.capture() as recording:
+        follower = start_sonify("play", "--follow", str(runs))
+        writer = subprocess.run([sys.executable, "-c", TENSORBOARD_RHYTHMS, str(runs)], timeout=120)
+        assert writer.returncode == 0
+        steps = np.arange(1, 13)
+        first = np.stack([0.5 + 0.01 * steps[:6]], 1).astype(np.float32).astype(float)
+        later = np.stack([0.5 + 0.01 * steps[6:], 2.0 + 0.02 * steps[6:]], 1).astype(np.float32).astype(float)
+        expected = expected_frames(first) + expected_frames(later)  # one voice, then two from step 7
+        deadline = time.monotonic() + 30
+        while True:  # until run 1 has been heard, every step in order
+            try:
+                starts = frames_played(recording.samples, expected)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        end = starts[-1] + len(expected[-1])
+        while sounds(recording.samples[end:]) < 2:  # then run 2: its first steps, and its last on its own
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        stdout, stderr = stop(follower)
+    assert follower.returncode == 0, stderr
+    assert "fc.weight heard from step 7 on" in stderr
+    assert "conv.weight went back from step 12 to 1: a new run; starting over" in stderr
+    assert "17 steps in 2 runs" in stdout, stdout
