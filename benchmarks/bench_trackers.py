@@ -112,7 +112,7 @@ def run(kind: str, every: int | None, floor: bool, steps: int, workdir: Path, in
 
 def main() -> None:
     args = parse_args(__doc__)
-    rounds, steps = (1, 12) if args.smoke else (3, 2000)
+    rounds, steps = (1, 12) if args.smoke else (5, 2000)
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store in the temporary folder: no server
     variants = [("plain", None, True)]
