@@ -18,6 +18,7 @@ the same round), per batch size.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, median, parse_args, table
+from _common import interleaved, machine, median, parse_args, ratio_rows, table
 
 import sonify
 from sonify.experiment import REFERENCE_LAYERS, LeNet
@@ -96,6 +97,52 @@ def run(variant, batch_size, steps, workdir):
     return elapsed / steps
 
 
+def many_tensors_model(tensors: int) -> torch.nn.Module:
+    """A model of ``tensors`` small parameter tensors (Linear(8, 8) layers: a weight and a bias each)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(tensors // 2)])
+
+
+def run_many(variant, tensors, steps, workdir):
+    """One variant on the many-tensors model: bare, the fused floor, sonify, sonify reading each tensor alone."""
+    import sonify.capture
+
+    model = many_tensors_model(tensors)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    inputs = torch.randn(16, 8)
+    handle, son = None, None
+    limit = sonify.capture.PER_TENSOR_LIMIT
+    if variant == "floor":
+        parameters = list(model.parameters())
+
+        def hook(optimizer, args, kwargs):
+            torch.stack(torch._foreach_norm([p.grad for p in parameters], 2)).cpu().numpy()
+
+        handle = optimizer.register_step_pre_hook(hook)
+    elif variant.startswith("sonify"):
+        if variant == "sonify, one by one":  # the path sonify took for any number of tensors before
+            sonify.capture.PER_TENSOR_LIMIT = 10**9
+        son = sonify.Sonifier(model, optimizer, overwrite=True, out=Path(workdir) / "many.wav")
+    try:
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(inputs).square().mean().backward()
+            optimizer.step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimizer.zero_grad()
+            model(inputs).square().mean().backward()
+            optimizer.step()
+        elapsed = time.perf_counter() - start
+    finally:
+        sonify.capture.PER_TENSOR_LIMIT = limit
+        if son is not None:
+            son.close()
+        if handle is not None:
+            handle.remove()
+    return elapsed / steps
+
+
 def main():
     args = parse_args(__doc__)
     rounds, steps = (2, 10) if args.smoke else (25, 40)
@@ -116,6 +163,16 @@ def main():
         f"training-thread cost, LeNet, {rounds} interleaved rounds x {steps} steps, torch {torch.__version__}, {machine()}"
     )
     print(table(["batch", "variant", "median step", "ratio vs bare (median of rounds)"], rows))
+    many = ["bare", "floor", "sonify", "sonify, one by one"]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for tensors in (64, 256, 2000):
+            times = interleaved(
+                many, rounds, functools.partial(run_many, tensors=tensors, steps=steps, workdir=workdir)
+            )
+            rows += [[tensors, *row] for row in ratio_rows(times, "bare")]
+    print(f"\nmany small tensors (Linear(8, 8) layers), {rounds} interleaved rounds x {steps} steps")
+    print(table(["tensors", "variant", "median step", "ratio vs bare", "middle half of rounds"], rows))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,9 @@ GroupSelector = int | str | Callable[[str], str] | None
 #: Most voices a listener can follow in one step (16 tones of 10 ms = a 180 ms
 #: step with its gap); ``group="auto"`` groups larger models down to this.
 MAX_VOICES = 16
+#: On the CPU, up to this many gradients are read one by one (a norm and ``.item()`` each); more go
+#: through the one fused call (measured: see ``benchmarks/bench_training.py``, many small tensors).
+PER_TENSOR_LIMIT = 128
 
 
 #: Name parts that wrappers (DDP, FSDP, activation checkpointing, torch.compile) insert.
@@ -459,10 +462,12 @@ class GradientCapture:
             return
         if not self._careful:  # the common case: every gradient there and dense, nothing checked per parameter
             try:
-                if self._plain and not self.early and all(map(_IS_CPU, grads)):
+                if self._plain and not self.early and len(grads) <= PER_TENSOR_LIMIT and all(map(_IS_CPU, grads)):
                     # On the CPU a norm and .item() per gradient beat the fused call plus a stack (61 vs 86 us
                     # per step for LeNet, 334 vs 380 us for a 42-tensor encoder, inside a training loop), and
                     # .item() synchronises nothing there. Never on a GPU: there it would wait per parameter.
+                    # Nor for many tensors: each .item() costs a few microseconds of Python, and the one fused
+                    # call wins beyond PER_TENSOR_LIMIT.
                     import torch
 
                     norm = torch.linalg.vector_norm

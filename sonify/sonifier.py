@@ -276,6 +276,9 @@ class Sonifier:
         self._reported: set[str] = set()
         self._misuse_reported = False
         self._groups_seen = len(target.param_groups) if target is not None else 0
+        from .trackers import check_options
+
+        check_options(log_audio_every_n_steps, audio_seconds)  # before audio_seconds is used below
         step_duration = self.sound.synthesizer(len(self.layers)).step_duration
         # One digest of the run feeds the trackers' sound and the bounded audio file: rows for the longer.
         digest_rows = [int(audio_seconds / step_duration)] if trackers is not None else []
@@ -507,7 +510,8 @@ class Sonifier:
         if self._digest is not None:
             listeners.append(self._digest.add)
         if self._trackers is not None:
-            listeners.append(self._trackers.add_rows)
+            trackers, names = self._trackers, tuple(self.layer_names)
+            listeners.append(lambda steps, norms, missing, accents: trackers.add_rows(steps, norms, missing, names))
         return listeners
 
     def _condense_audio(self) -> None:

@@ -195,6 +195,7 @@ class LiveStream:
         self.failure: str | None = None
         self._stopping = False
         self._progress = (0, time.monotonic())  # (read position, when it last moved)
+        self._checked = time.monotonic()  # when check() last looked
         self._drained_at = -1  # write position at the end of the last drain
         try:
             self._stream = sd.OutputStream(
@@ -263,9 +264,13 @@ class LiveStream:
         if self.failure is None and not self._stopping:
             now = time.monotonic()
             position, since = self._progress
-            if self._read != position or not self.backlog:
+            unobserved = now - self._checked > 1.0
+            self._checked = now
+            if self._read != position or not self.backlog or unobserved:
                 # Nothing waiting is not a stall: a run that pauses (evaluation, a checkpoint) is silence,
-                # so the clock of a stall starts only when samples wait and the card does not take them.
+                # so the clock of a stall starts only when samples wait and the card does not take them,
+                # and only while it is watched: a process that was suspended (SIGSTOP, a laptop asleep)
+                # stopped the card's callbacks too, and they resume with it.
                 self._progress = (self._read, now)
             elif not self._stream.active:
                 self.failure = "the output device stopped playing (unplugged, or the sound server went away)"

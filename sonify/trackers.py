@@ -591,16 +591,6 @@ class TrackerLog:
         return [t for t in self.trackers if not t.thread_safe]
 
     # -- the recorder's thread -----------------------------------------------------
-    def listeners(self) -> list:
-        """What the recorder calls with every block of rows it writes: ``(steps, norms, missing, accents)``."""
-        names = self.digest.layer_names
-
-        def take(steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray) -> None:
-            self.digest.add(steps, norms, missing, accents)
-            self.add_rows(steps, norms, missing, names)
-
-        return [take]
-
     def add_rows(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, names: Sequence[str]) -> None:
         """Norm rows as the recorder writes them (called on its thread)."""
         if self.with_norms and self.trackers:

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -329,3 +330,36 @@ def test_render_of_a_log_with_a_field_over_the_csv_limit_is_one_line(tmp_path):
     result = run_sonify("render", str(log), "-o", str(tmp_path / "x.wav"), "--no-progress")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "run.norms.csv:3: not a CSV row" in result.stderr and not (tmp_path / "x.wav").exists()
+
+
+def test_train_live_survives_pauses_of_the_whole_process(tmp_path, sound_server):
+    """Soak: the training process is suspended (SIGSTOP, as a laptop asleep or a debugger does) for 1 to 4 s at
+    random moments; after every pause the steps are heard again, and no stall is reported."""
+    import random
+    import signal
+
+    rng = random.Random(17)
+    out = tmp_path / "paused.wav"
+    with sound_server.capture() as recording:
+        process = start_sonify(
+            "train", "--live", "--steps", "100000", "--dataset", "digits", "--no-progress", "-o", str(out)
+        )
+        try:
+            wait_for_rows(tmp_path / "paused.norms.csv", 5)
+            for _ in range(3):
+                time.sleep(rng.uniform(0.2, 1.0))
+                process.send_signal(signal.SIGSTOP)
+                time.sleep(rng.uniform(1.0, 4.0))
+                process.send_signal(signal.SIGCONT)
+                resumed = len(recording.samples)
+                deadline = time.monotonic() + 60
+                while not np.any(recording.samples[resumed:]):  # heard again after the pause
+                    assert time.monotonic() < deadline, "nothing was heard after a pause"
+                    time.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "stopped early" not in stdout + stderr and "stopped taking samples" not in stdout + stderr
+    assert "steps played on" in stdout
