@@ -164,14 +164,14 @@ def main():
     )
     print(table(["batch", "variant", "median step", "ratio vs bare (median of rounds)"], rows))
     many = ["bare", "floor", "sonify", "sonify, one by one"]
+    many_rounds, many_steps = (2, 5) if args.smoke else (10, 20)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for tensors in (64, 256, 2000):
-            times = interleaved(
-                many, rounds, functools.partial(run_many, tensors=tensors, steps=steps, workdir=workdir)
-            )
+            measure = functools.partial(run_many, tensors=tensors, steps=many_steps, workdir=workdir)
+            times = interleaved(many, many_rounds, measure)
             rows += [[tensors, *row] for row in ratio_rows(times, "bare")]
-    print(f"\nmany small tensors (Linear(8, 8) layers), {rounds} interleaved rounds x {steps} steps")
+    print(f"\nmany small tensors (Linear(8, 8) layers), {many_rounds} interleaved rounds x {many_steps} steps")
     print(table(["tensors", "variant", "median step", "ratio vs bare", "middle half of rounds"], rows))
 
 
