@@ -162,7 +162,7 @@ class LivePlayer:
         self._low_water = BLOCKSIZE
         # Rows often arrive in bursts (a log flushed every 0.5 s, a follower polling a file): the time
         # between bursts is how much sound may be queued without falling behind (see _steps_to_play).
-        self._last_push = self._burst_start = -math.inf
+        self._last_push = -math.inf
         self._burst_interval: float | None = None
         self._thread = threading.Thread(target=self._run, name="sonify-live", daemon=True)
         self._thread.start()
@@ -174,11 +174,13 @@ class LivePlayer:
     def push(self, step: int, norms: np.ndarray, missing: np.ndarray, when: float) -> None:
         """Hand over one step (called from the training thread)."""
         now = time.monotonic()
-        if now - self._last_push > BURST_GAP:  # the first step of a new arrival: learn how often they come
-            if self._burst_start > -math.inf:  # (the first arrival, a log's backlog, teaches nothing)
-                gap = min(now - self._burst_start, MAX_BURST_WAIT)
-                self._burst_interval = gap if self._burst_interval is None else 0.5 * (self._burst_interval + gap)
-            self._burst_start = now
+        quiet = now - self._last_push
+        if quiet > BURST_GAP and self._last_push > -math.inf:
+            # The first step of a new arrival: the quiet time before it is how long the next burst may
+            # take to come. A steady stream of steps has none to speak of, however long it runs (the
+            # first arrival, a log's backlog, teaches nothing).
+            gap = min(quiet, MAX_BURST_WAIT)
+            self._burst_interval = gap if self._burst_interval is None else 0.5 * (self._burst_interval + gap)
         self._last_push = now
         self._pending.append((step, norms, missing, when))
         if self._idle:  # only wake a player that waits for steps, not one waiting for the card to drain

@@ -628,10 +628,9 @@ def _tracker_log(
     prefix: str,
 ) -> Any:
     """The :class:`~sonify.trackers.TrackerLog` for ``trackers=`` (checked), or None without trackers."""
-    from .trackers import DEFAULT_PREFIX, TrackerLog, check_options, check_prefix
+    from .trackers import DEFAULT_PREFIX, TrackerLog, check_prefix
 
-    check_options(every, seconds)
-    check_prefix(prefix)
+    check_prefix(prefix)  # (every and seconds are checked by the Sonifier, which uses them first)
     if trackers is None:
         if every is not None or norms or prefix != DEFAULT_PREFIX:
             raise SonifyParameterError(

@@ -22,6 +22,7 @@ from conftest import ROOT
         "bench_gpu_sync.py",
         "bench_trackers.py",
         "bench_disk.py",
+        "bench_tb_follow.py",
     ],
 )
 def test_benchmark_runs_in_smoke_mode(script, sound_server, torchvision_env):
