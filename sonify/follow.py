@@ -25,6 +25,7 @@ import functools
 import math
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -234,8 +235,6 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
     back to or before one already heard for a layer is a new run in the same
     folder (``("new", why)``).
     """
-    import re
-
     from .importers import ScalarTail
 
     pattern = re.compile(tags)
@@ -251,92 +250,105 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
         yield from _csv_events(_lines_of_file(path, wait, notice), str(path), {"bad": 0})
         return
     tail = ScalarTail(path)
-    names_of: dict[str, str | None] = {}  # tag -> layer (None: not a norm)
-    pending: dict[int, dict[str, float]] = {}  # steps not yet played
-    layers: set[str] = set()
-    heard: tuple[str, ...] = ()  # the layers the player has
-    last: dict[str, int] = {}  # newest step of each layer
-    played: int | None = None  # newest step handed on
+    rows = _ScalarRows(pattern, path)
     notice(f"waiting for TensorBoard scalars matching {tags!r} in {path} (Ctrl-C to stop)")
     while True:
         try:
-            scalars = tail.read()
-        except Exception as exc:
+            for tag, step, value in tail.read():
+                yield from rows.add(tag, step, value)
+                if len(rows.pending) > MAX_PENDING_STEPS:  # a long run's first look: rows go on as they come
+                    yield from rows.complete()
+        except OSError as exc:
             raise SonifyError(f"{path}: cannot read TensorBoard events ({type(exc).__name__}: {exc})") from None
-        touched: set[int] = set()
-        for tag, step, value in scalars:
-            if tag not in names_of:
-                found = pattern.search(tag)
-                names_of[tag] = layer_of(found, tag) if found else None
-            name = names_of[tag]
-            if name is None:
-                continue
-            if name in last and step <= last[name]:  # steps went back: a new run in the same folder
-                yield from _rows(pending, heard, set(), everything=True)
-                yield ("new", f"{path}: {name} went back from step {last[name]} to {step}: a new run; starting over")
-                pending, layers, heard, last, played, touched = {}, set(), (), {}, None, set()
-            last[name] = step
-            if played is not None and step <= played:
-                continue  # a value for a step already heard (its layer came late): the next steps have it
-            layers.add(name)
-            pending.setdefault(step, {})[name] = value
-            touched.add(step)
-        if layers and _ready(pending, layers, touched):
-            if heard != tuple(sorted(layers)):
-                new = sorted(layers - set(heard))
-                first = min(step for step, values in pending.items() if set(new) & set(values))
-                if heard:  # the steps before the new layer's first are heard with the voices they had
-                    yield from _rows(pending, heard, touched, before=first)
-                    yield ("layers", tuple(sorted(layers)), f"{', '.join(new)} heard from step {first} on")
-                else:
-                    yield ("run", tuple(sorted(layers)))
-                heard = tuple(sorted(layers))
-            for row in _rows(pending, heard, touched):
-                played = row[1]
-                yield row
-        elif not layers and deadline is not None and time.monotonic() > deadline:
-            seen = ", ".join(sorted(names_of)[:8]) or "none yet"
+        if rows.layers:
+            yield from rows.complete()
+        elif deadline is not None and time.monotonic() > deadline:
+            seen = ", ".join(sorted(rows.names_of)[:8]) or "none yet"
             raise SonifyError(
                 f"{path}: no scalar tag matching {tags!r} within {wait:g} s (scalars: {seen}); "
                 "give the tags of your gradient norms with {tags}"
             )
+        rows.touched.clear()
         yield None
         time.sleep(0.25)
 
 
-def _complete(step: int, values: dict, newest: int, layers: set | tuple, touched: set[int]) -> bool:
-    """A step is complete once a later step has begun, or every layer has a value and none came in this poll."""
-    return step < newest or (len(values) >= len(layers) and step not in touched)
+#: Steps a TensorBoard follower holds before it hands complete ones on in the middle of a look.
+MAX_PENDING_STEPS = 256
 
 
-def _ready(pending: dict[int, dict[str, float]], layers: set[str], touched: set[int]) -> bool:
-    if not pending:
-        return False
-    first = min(pending)
-    return _complete(first, pending[first], max(pending), layers, touched)
+class _ScalarRows:
+    """Scalars of a TensorBoard run in, the follower's events out: rows, a new run, a layer that joins.
 
+    Only steps not yet handed on are held. A step is complete once a later
+    step has begun, or once every layer has a value and none came in the last
+    poll (``touched``). A layer whose first value comes later joins the sound;
+    a step that goes back to or before one already seen for a layer is a new
+    run in the same folder.
+    """
 
-def _rows(
-    pending: dict[int, dict[str, float]],
-    layers: tuple[str, ...],
-    touched: set[int],
-    everything: bool = False,
-    before: int | None = None,
-) -> Iterator[tuple]:
-    """Rows of the complete steps, in order (all of them with ``everything``: the run ended; only those
-    before ``before``, where a layer joins)."""
-    newest = max(pending) if pending else 0
-    for step in sorted(pending):
-        values = pending[step]
-        if before is not None and step >= before:
-            break
-        if not (everything or _complete(step, values, newest, layers, touched)):
-            break
-        del pending[step]
-        if layers:
-            norms = np.array([values.get(name, math.nan) for name in layers])
-            missing = np.array([name not in values for name in layers])
-            yield ("row", step, norms, missing)
+    def __init__(self, pattern: re.Pattern, path: Path) -> None:
+        self.pattern, self.path = pattern, path
+        self.names_of: dict[str, str | None] = {}  # tag -> layer (None: not a norm)
+        self.pending: dict[int, dict[str, float]] = {}
+        self.layers: set[str] = set()
+        self.heard: tuple[str, ...] = ()  # the layers the player has
+        self.last: dict[str, int] = {}  # newest step of each layer
+        self.played: int | None = None  # newest step handed on
+        self.touched: set[int] = set()  # steps that got a value in this poll
+
+    def add(self, tag: str, step: int, value: float) -> Iterator[tuple]:
+        if tag not in self.names_of:
+            found = self.pattern.search(tag)
+            self.names_of[tag] = layer_of(found, tag) if found else None
+        name = self.names_of[tag]
+        if name is None:
+            return
+        if name in self.last and step <= self.last[name]:  # steps went back: a new run in the same folder
+            yield from self._rows(everything=True)
+            yield (
+                "new",
+                f"{self.path}: {name} went back from step {self.last[name]} to {step}: a new run; starting over",
+            )
+            self.pending, self.layers, self.heard, self.last, self.played = {}, set(), (), {}, None
+            self.touched.clear()
+        self.last[name] = step
+        if self.played is not None and step <= self.played:
+            return  # a value for a step already heard (its layer came late): the next steps have it
+        self.layers.add(name)
+        self.pending.setdefault(step, {})[name] = value
+        self.touched.add(step)
+
+    def complete(self) -> Iterator[tuple]:
+        """The complete steps' rows, in order, after the player is told of the layers they have."""
+        if not self.pending or not self._complete(min(self.pending), max(self.pending)):
+            return
+        everyone = tuple(sorted(self.layers))
+        if self.heard != everyone:
+            new = sorted(self.layers - set(self.heard))
+            first = min(step for step, values in self.pending.items() if set(new) & set(values))
+            if self.heard:  # the steps before the new layer's first are heard with the voices they had
+                yield from self._rows(before=first)
+                yield ("layers", everyone, f"{', '.join(new)} heard from step {first} on")
+            else:
+                yield ("run", everyone)
+            self.heard = everyone
+        yield from self._rows()
+
+    def _complete(self, step: int, newest: int) -> bool:
+        return step < newest or (len(self.pending[step]) >= len(self.layers) and step not in self.touched)
+
+    def _rows(self, everything: bool = False, before: int | None = None) -> Iterator[tuple]:
+        newest = max(self.pending) if self.pending else 0
+        for step in sorted(self.pending):
+            if (before is not None and step >= before) or not (everything or self._complete(step, newest)):
+                break
+            values = self.pending.pop(step)
+            if self.heard:
+                self.played = step
+                norms = np.array([values.get(name, math.nan) for name in self.heard])
+                missing = np.array([name not in values for name in self.heard])
+                yield ("row", step, norms, missing)
 
 
 def follow(

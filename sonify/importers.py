@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,7 @@ class ScalarTail:
     """
 
     #: Bytes read at a time from an event file (bounds memory on a long run's first look).
-    chunk = 1 << 24
+    chunk = 1 << 20
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -156,9 +157,8 @@ class ScalarTail:
             return [self.path]
         return sorted(self.path.glob("events.out.tfevents.*"))
 
-    def read(self) -> list[tuple[str, int, float]]:
-        """``(tag, step, value)`` of every scalar written since the last call, file by file."""
-        found: list[tuple[str, int, float]] = []
+    def read(self) -> Iterator[tuple[str, int, float]]:
+        """``(tag, step, value)`` of every scalar written since the last call, file by file, as they are read."""
         for file in self.files():
             try:
                 size = file.stat().st_size
@@ -171,18 +171,20 @@ class ScalarTail:
                 with open(file, "rb") as handle:
                     handle.seek(offset)
                     data = handle.read(min(self.chunk, size - offset))
-                used = self._records(data, found)
+                found, used = self._records(data)
                 if used == 0:
                     if len(data) < size - offset:  # one record larger than a chunk
                         self.chunk *= 2
                         continue
                     break  # a record still being written
                 offset += used
+                self._offsets[file] = offset
+                yield from found
             self._offsets[file] = offset
-        return found
 
-    def _records(self, data: bytes, found: list[tuple[str, int, float]]) -> int:
-        """Parse whole records of ``data`` into ``found``; returns the bytes they used."""
+    def _records(self, data: bytes) -> tuple[list[tuple[str, int, float]], int]:
+        """The scalars in the whole records of ``data``, and the bytes those records used."""
+        found = []
         position = 0
         event = self._event.Event()
         while position + 12 <= len(data):
@@ -196,7 +198,7 @@ class ScalarTail:
                 if number is not None:
                     found.append((value.tag, int(event.step), number))
             position = end
-        return position
+        return found, position
 
 
 def _scalar(value: object) -> float | None:
