@@ -9,7 +9,7 @@ SummaryWriter). Compared in one process:
   look reads only what was added.
 
 Reported: the first look, a poll with 1 new step (median of several), and
-the peak memory the process had grown by.
+how much the peak memory of a process of its own grew during them.
 
     python benchmarks/bench_tb_follow.py [--smoke]
 """
@@ -57,14 +57,14 @@ def measure(kind: str, folder: Path, writer: object, steps: int, layers: int, po
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     pattern = re.compile(DEFAULT_TAG_PATTERN)
-    before = peak_mb()
+    before = peak_mb()  # the process with torch and TensorBoard loaded, before the reader
     start = time.perf_counter()
     if kind == "EventAccumulator (before)":
         events = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
         accumulator_poll(events, pattern)
     else:
         tail = ScalarTail(folder)
-        tail.read()
+        sum(1 for _ in tail.read())  # a generator: read as the follower does
     first = time.perf_counter() - start
     times = []
     for poll in range(polls):
@@ -75,22 +75,40 @@ def measure(kind: str, folder: Path, writer: object, steps: int, layers: int, po
         if kind == "EventAccumulator (before)":
             accumulator_poll(events, pattern)
         else:
-            tail.read()
+            sum(1 for _ in tail.read())  # a generator: read as the follower does
         times.append(time.perf_counter() - start)
     return [kind, f"{first:.2f} s", f"{median(times) * 1e3:.1f} ms", f"{peak_mb() - before:.0f} MB"]
 
 
+def child(kind: str, folder: str, steps: int, layers: int, polls: int) -> None:
+    """One reader in a process of its own, so that its memory is its own: prints its row as JSON."""
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(folder)  # a second writer into the run: its new steps are what a poll finds
+    print(json.dumps(measure(kind, Path(folder), writer, steps, layers, polls)))
+    writer.close()
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        kind, folder, steps, layers, polls = sys.argv[2:7]
+        child(kind, folder, int(steps), int(layers), int(polls))
+        return
+    import json
+    import subprocess
+
     args = parse_args(__doc__)
     steps, layers, polls = (200, 4, 3) if args.smoke else (20_000, 16, 10)
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary) / "run"
-        writer = write_run(folder, steps, layers)
-        # sonify's reader first: the peak-memory figure only grows, so the smaller one must be measured first
+        write_run(folder, steps, layers).close()
         for kind in ("ScalarTail (now)", "EventAccumulator (before)"):
-            rows.append(measure(kind, folder, writer, steps, layers, polls))
-        writer.close()
+            command = [sys.executable, __file__, "--child", kind, str(folder), str(steps), str(layers), str(polls)]
+            result = subprocess.run(command, capture_output=True, text=True, check=True)
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     print(f"following a TensorBoard run of {steps:,} steps x {layers} norm tags, {machine()}")
     print(table(["reader", "first look", "a poll with 1 new step (median)", "memory grown by"], rows))
 
