@@ -74,10 +74,10 @@ def crc32c(data: bytes | memoryview) -> int:
     head = len(data) - lanes * _LANE
     register = _raw(0xFFFFFFFF, data[:head])
     if lanes:
-        block = np.frombuffer(data[head:], dtype=np.uint8).reshape(lanes, _LANE).T.astype(np.uint32)
+        block = np.frombuffer(data[head:], dtype=np.uint8).reshape(lanes, _LANE)  # a view: no copy of the data
         lane_registers = np.zeros(lanes, dtype=np.uint32)
-        for column in block:  # every lane advances by one byte per pass
-            lane_registers = _TABLE[(lane_registers ^ column) & 0xFF] ^ (lane_registers >> 8)
+        for position in range(_LANE):  # every lane advances by one byte per pass
+            lane_registers = _TABLE[(lane_registers ^ block[:, position]) & 0xFF] ^ (lane_registers >> 8)
         t0, t1, t2, t3 = _shift_tables(_LANE)
         for lane_register in lane_registers.tolist():
             shifted = (
