@@ -434,6 +434,14 @@ def main() -> None:
 @click.option("--live", is_flag=True, help="Play the sound while training runs (training never waits for it).")
 @click.option("--pace", is_flag=True, help="With --live: play every step, making training wait for the sound.")
 @click.option("--no-save", is_flag=True, help="With --live: write no WAV and no norm log, only listen.")
+@click.option(
+    "--max-audio",
+    type=_Duration(),
+    default="15m",
+    show_default=True,
+    help="Most sound the WAV holds; a longer run is condensed into it at the end (the norm log keeps every step).",
+)
+@click.option("--full-audio", is_flag=True, help="Keep every step in the WAV, however long the run (no --max-audio).")
 @_live_options
 @_output_options("Audio file [default: audio_out/<name from the settings>.wav]; the norm log goes beside it.")
 @_sound_options
@@ -453,6 +461,8 @@ def train(
     live: bool,
     pace: bool,
     no_save: bool,
+    max_audio: float,
+    full_audio: bool,
     output_device: str | None,
     latency: float,
     out: Path | None,
@@ -466,6 +476,9 @@ def train(
     either way (unless --no-save).
     """
     from .experiment import ExperimentConfig, run_experiment
+
+    if full_audio and ctx.get_parameter_source("max_audio") == click.core.ParameterSource.COMMANDLINE:
+        raise SonifyError("--full-audio keeps every step and --max-audio bounds them; give one of them")
 
     if ctx.get_parameter_source("momentum") == click.core.ParameterSource.COMMANDLINE and not OPTIMIZERS[optimizer][1]:
         raise SonifyError(f"--momentum does not apply to {optimizer}; drop it or use sgd/rmsprop")
@@ -502,6 +515,7 @@ def train(
         pace=pace,
         latency=latency,
         overwrite=overwrite,
+        max_audio_seconds=None if full_audio else max_audio,
         progress=not no_progress,
         notice=lambda text: click.echo(f"sonify: {text}", err=True),
     )
@@ -517,6 +531,12 @@ def train(
     }
     if son.live_report is not None:
         extra["live"] = son.live_report.describe()
+    if son.audio_condensed is not None:
+        condensed = son.audio_condensed
+        extra["audio"] = (
+            f"condensed to {condensed['seconds']:.0f} s ({condensed['steps_per_tone']} steps per tone); "
+            f"the full sound: sonify render {son.log_path}"
+        )
     for part, reason in son.failures.items():
         extra[f"lost ({part})"] = reason
     files = [] if no_save else [son.audio_path, son.log_path, son.meta_path]

@@ -363,3 +363,17 @@ def test_train_live_survives_pauses_of_the_whole_process(tmp_path, sound_server)
     assert process.returncode == 130, stderr
     assert "stopped early" not in stdout + stderr and "stopped taking samples" not in stdout + stderr
     assert "steps played on" in stdout
+
+
+def test_train_max_audio_condenses_a_long_run_and_says_so(tmp_path):
+    out = tmp_path / "long.wav"
+    result = run_sonify(
+        "train", "--steps", "60", "--dataset", "digits", "--no-progress", "-o", str(out), "--max-audio", "1s"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "condensed to 1 s" in result.stdout and f"sonify render {tmp_path / 'long.norms.csv'}" in result.stdout
+    assert soundfile.info(out).duration <= 1.0 and len(sonify.load_norms(tmp_path / "long.norms.csv")) == 60
+    both = run_sonify("train", "--steps", "5", "--max-audio", "1s", "--full-audio", "-o", str(tmp_path / "x.wav"))
+    assert both.returncode != 0 and "give one of them" in both.stderr and not (tmp_path / "x.wav").exists()
+    zero = run_sonify("train", "--steps", "5", "--max-audio", "0", "-o", str(tmp_path / "y.wav"))
+    assert zero.returncode != 0 and "not a positive length of time" in zero.stderr
