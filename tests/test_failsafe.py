@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,30 @@ def test_sigterm_during_train_prints_the_summary_and_records_it(tmp_path):
     log = check_readable(tmp_path)
     assert log.metadata["interrupted"] is True and log.metadata["summary"]["steps"] == len(log) >= 20
     assert os.path.getsize(tmp_path / "run.wav") > 0
+
+
+def test_a_disk_full_when_the_long_run_is_condensed_keeps_the_audio_written_so_far(tmpfs):
+    """At close the bounded WAV is replaced by the condensed run; with no room left for it, the old file
+    stays whole and readable, the failure is said once, and no partial file is left behind."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        son = sonify.Sonifier(model, optimizer, out=tmpfs / "run.wav", max_audio_seconds=0.3, flush_interval=0.01)
+        train(model, optimizer, 40)  # 40 steps of 50 ms: more than the 0.3 s bound
+        deadline = time.monotonic() + 60
+        while len(sonify.load_norms(son.log_path, drop_incomplete=True)) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before = soundfile.read(tmpfs / "run.wav", dtype="float32")[0]
+        with contextlib.suppress(OSError):  # fill what is left of the disk
+            with open(tmpfs / "filler", "wb") as filler:
+                while True:
+                    filler.write(b"\0" * 4096)
+                    filler.flush()
+        son.close()  # never raises
+    messages = [str(w.message) for w in caught if issubclass(w.category, SonifyWarning)]
+    assert any("audio" in m and "No space left on device" in m for m in messages), messages
+    assert "audio" in son.failures and son.audio_condensed is None
+    np.testing.assert_array_equal(soundfile.read(tmpfs / "run.wav", dtype="float32")[0], before)
+    assert not [p for p in tmpfs.iterdir() if p.name.startswith(".")]  # no partial condensed file left
+    assert len(sonify.load_norms(son.log_path, drop_incomplete=True)) == 40
