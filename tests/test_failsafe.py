@@ -332,11 +332,10 @@ def test_a_disk_full_when_the_long_run_is_condensed_keeps_the_audio_written_so_f
         while len(sonify.load_norms(son.log_path, drop_incomplete=True)) < 40 and time.monotonic() < deadline:
             time.sleep(0.01)
         before = soundfile.read(tmpfs / "run.wav", dtype="float32")[0]
-        with contextlib.suppress(OSError):  # fill what is left of the disk
-            with open(tmpfs / "filler", "wb") as filler:
-                while True:
-                    filler.write(b"\0" * 4096)
-                    filler.flush()
+        with contextlib.suppress(OSError), open(tmpfs / "filler", "wb") as filler:  # fill what is left of the disk
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
         son.close()  # never raises
     messages = [str(w.message) for w in caught if issubclass(w.category, SonifyWarning)]
     assert any("audio" in m and "No space left on device" in m for m in messages), messages
