@@ -211,3 +211,19 @@ def test_a_run_digest_is_the_run_condensed_into_whole_windows(steps):
         np.testing.assert_array_equal(~np.isfinite(got.norms[row]) & present, alarm)  # the alarm is kept
         np.testing.assert_allclose(got.norms[row][~alarm & present], mean[~alarm & present])
         np.testing.assert_array_equal(got.accents[row], (accents[part]).any(0) & present)
+
+
+def test_a_run_digest_of_200_000_steps_stays_bounded_and_keeps_the_alarm():
+    from sonify.record import RunDigest
+
+    digest = RunDigest(["a", "b"], rows=1000)
+    for start in range(0, 200_000, 500):  # a long run, flush by flush
+        steps = np.arange(start + 1, start + 501)
+        norms = np.ones((500, 2))
+        if start <= 123_456 < start + 500:
+            norms[123_456 - start - 1, 1] = np.nan
+        digest.add(steps, norms, np.zeros((500, 2), bool))
+    log = digest.log()
+    assert digest.steps_seen == 200_000 and log.steps[-1] == 200_000
+    assert 1000 <= len(log) <= 2000 and digest.window in (128, 256)  # memory bounded, windows a power of two
+    assert np.isnan(log.norms[:, 1]).sum() == 1 and np.isfinite(log.norms[:, 0]).all()  # the one alarm is kept
