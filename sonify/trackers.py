@@ -81,16 +81,14 @@ from .rendering import SoundSettings, condensed_audio
 
 __all__ = ["AUDIO_TAG", "NORM_TAG", "TrackerLog", "log_audio", "tracker"]
 
-#: Tag of the run's sound in every tracker.
-AUDIO_TAG = "sonify/audio"
-#: Prefix of the per-layer norm scalars: ``sonify/grad_norm/<layer>``.
-NORM_TAG = "sonify/grad_norm"
-#: x-axis of the norm scalars in Weights & Biases.
-STEP_KEY = "sonify/step"
-#: Norm rows handed to the trackers per training step while training runs (bounds the time taken).
-ROWS_PER_CALL = 64
 #: First part of every name sonify writes to a tracker (a second Sonifier on one run gets ``sonify-2``).
 DEFAULT_PREFIX = "sonify"
+#: Tag of the run's sound in every tracker (with the default prefix).
+AUDIO_TAG = f"{DEFAULT_PREFIX}/audio"
+#: Prefix of the per-layer norm scalars: ``sonify/grad_norm/<layer>`` (with the default prefix).
+NORM_TAG = f"{DEFAULT_PREFIX}/grad_norm"
+#: Norm rows handed to the trackers per training step while training runs (bounds the time taken).
+ROWS_PER_CALL = 64
 #: While training runs, clips (each the whole run so far) are at least this many seconds apart ...
 MIN_CLIP_SECONDS = 60.0
 #: ... and at least this fraction of the run's age: their number grows with the log of the run's length.
