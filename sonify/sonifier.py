@@ -18,6 +18,7 @@ import html
 import math
 import os
 import queue
+import shutil
 import threading
 import time
 import warnings
@@ -524,6 +525,15 @@ class Sonifier:
 
         assert self._digest is not None and self.max_audio_seconds is not None
         path = self.audio_path
+        # The condensed file is at most as long as the one it replaces: never take the last of a disk
+        # that the run's checkpoints share for it (keep the file cut at the bound instead).
+        needed = 2 * path.stat().st_size
+        free = shutil.disk_usage(path.parent).free
+        if free < needed:
+            raise SonifyError(
+                f"not condensed: {free / 1e6:.0f} MB free, and condensing needs {needed / 1e6:.0f} MB; it holds "
+                f"the first {self.max_audio_seconds:g} s, and `sonify render {self.log_path}` makes the whole run"
+            )
         partial = path.with_name(f".{path.stem}.condensing{path.suffix}")
         try:
             result = render(

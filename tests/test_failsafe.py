@@ -319,9 +319,15 @@ def test_sigterm_during_train_prints_the_summary_and_records_it(tmp_path):
     assert os.path.getsize(tmp_path / "run.wav") > 0
 
 
-def test_a_disk_full_when_the_long_run_is_condensed_keeps_the_audio_written_so_far(tmpfs):
+@pytest.mark.parametrize("guard", ["checks the free space first", "writes until the disk is full"])
+def test_a_disk_full_when_the_long_run_is_condensed_keeps_the_audio_written_so_far(tmpfs, guard, monkeypatch):
     """At close the bounded WAV is replaced by the condensed run; with no room left for it, the old file
-    stays whole and readable, the failure is said once, and no partial file is left behind."""
+    stays whole and readable, the failure is said once, and no partial file is left behind. sonify checks
+    the free space first; where that check is fooled (the space goes during the write), the write fails."""
+    if guard == "writes until the disk is full":
+        import shutil
+
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40))
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with warnings.catch_warnings(record=True) as caught:
@@ -338,7 +344,8 @@ def test_a_disk_full_when_the_long_run_is_condensed_keeps_the_audio_written_so_f
                 filler.flush()
         son.close()  # never raises
     messages = [str(w.message) for w in caught if issubclass(w.category, SonifyWarning)]
-    assert any("audio" in m and "No space left on device" in m for m in messages), messages
+    reason = "No space left on device" if guard == "writes until the disk is full" else "not condensed: 0 MB free"
+    assert len([m for m in messages if "audio" in m and reason in m]) == 1, messages
     assert "audio" in son.failures and son.audio_condensed is None
     np.testing.assert_array_equal(soundfile.read(tmpfs / "run.wav", dtype="float32")[0], before)
     assert not [p for p in tmpfs.iterdir() if p.name.startswith(".")]  # no partial condensed file left
