@@ -22,7 +22,7 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 steps = int(sys.argv[1])
 baseline = peak_mb()
-writer = sonify.record.NormLogWriter(sys.argv[2] + "/hour.norms.csv", ["a", "b", "c", "d"])
+writer = sonify.normfile.NormLogWriter(sys.argv[2] + "/hour.norms.csv", ["a", "b", "c", "d"])
 norms = np.exp(np.random.default_rng(0).normal(0, 1, (steps, 4))).astype(np.float32)
 for start in range(0, steps, 1000):  # as a Sonifier does: a block at a time
     block = norms[start : start + 1000]

@@ -32,9 +32,11 @@ from ._errors import SonifyError, SonifyIOError, SonifyParameterError, SonifyWar
 from .comparison import CompareResult, compare
 from .importers import load_tensorboard
 from .mapping import LinearMap, LogMap, PitchMap, get_map
+from .norms import NormLog
 from .playback import LiveReport, PlayResult, play
-from .record import NormLog, RunStats, load_norms
 from .rendering import RenderResult, SoundSettings, render
+from .sources import load_norms
+from .stats import RunStats
 from .stream import LiveStream, LiveStreamError, output_devices
 from .synthesize import Synthesizer
 

@@ -84,3 +84,21 @@ def warn(message: str, stacklevel: int = 2) -> None:
     except Exception:
         with contextlib.suppress(Exception):
             sys.stderr.write(f"sonify: warning: {message}\n")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a warning or a summary: sonify's own message, or ``Type: first line``.
+
+    Examples
+    --------
+    >>> one_line(OSError(28, "No space left on device"))
+    'OSError: [Errno 28] No space left on device'
+    >>> one_line(SonifyError("the disk is full; free space"))
+    'the disk is full; free space'
+    >>> one_line(RuntimeError())
+    'RuntimeError'
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SonifyError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
-from .record import StepNorms
+from .norms import StepNorms
 
 if TYPE_CHECKING:
     import torch

@@ -21,9 +21,11 @@ from . import __version__
 from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
+from .normfile import log_paths
 from .output import SAMPLE_FORMATS, check_audio_path
-from .record import RunStats, load_norms, log_paths
 from .rendering import SoundSettings, check_render_path, render
+from .sources import load_norms
+from .stats import RunStats
 from .stream import DEFAULT_LATENCY
 from .synthesize import MODES
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
 from ._files import check_new_file, write_new_file
+from .norms import NormLog
 from .output import AudioFileWriter
-from .record import NormLog
 from .rendering import SoundSettings, render
 
 __all__ = [

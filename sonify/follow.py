@@ -38,7 +38,7 @@ import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
 from .importers import DEFAULT_TAG_PATTERN, layer_of
-from .record import STEP_COLUMNS, parse_row, split_csv_line
+from .normfile import STEP_COLUMNS, parse_row, split_csv_line
 from .rendering import SoundSettings
 from .stream import DEFAULT_LATENCY, resolve_output_device
 

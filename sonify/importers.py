@@ -1,4 +1,4 @@
-"""Norms recorded elsewhere, as a :class:`~sonify.record.NormLog`.
+"""Norms recorded elsewhere, as a :class:`~sonify.NormLog`.
 
 * CSV files with a step column and one column per layer are read by
   :func:`sonify.load_norms` directly.
@@ -19,7 +19,7 @@ import numpy as np
 
 from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
-from .record import NormLog
+from .norms import NormLog
 
 __all__ = ["DEFAULT_TAG_PATTERN", "ScalarTail", "check_tag_pattern", "layer_of", "load_tensorboard"]
 

@@ -21,7 +21,7 @@ import base64
 import html
 from typing import Any
 
-from .record import NormLog
+from .norms import NormLog
 
 __all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "wav_bytes"]
 

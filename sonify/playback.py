@@ -31,8 +31,9 @@ from typing import Any
 from ._errors import SonifyError
 from ._pipelines import LiveReport
 from ._progress import progress_bar
-from .record import NormLog, as_norm_log
+from .norms import NormLog
 from .rendering import SoundSettings
+from .sources import as_norm_log
 from .stream import DEFAULT_LATENCY, LiveStream, LiveStreamError
 
 __all__ = ["LiveReport", "PlayResult", "play"]

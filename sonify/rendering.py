@@ -24,10 +24,12 @@ from ._errors import SonifyError, SonifyParameterError
 from ._files import check_new_file
 from ._pipelines import AudioPipeline
 from ._progress import progress_bar
-from .mapping import SPIKE_FACTOR, SPIKE_WINDOW, PitchMap, SpikeDetector, get_map
+from .mapping import PitchMap, get_map
 from .midi import MIDI_SUFFIXES
+from .norms import NormLog
 from .output import check_audio_path
-from .record import NormLog, as_norm_log
+from .sources import as_norm_log
+from .spikes import SPIKE_FACTOR, SPIKE_WINDOW, SpikeDetector
 from .synthesize import Synthesizer
 
 __all__ = ["RenderResult", "SoundSettings", "check_render_path", "condensed_audio", "render"]

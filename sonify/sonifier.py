@@ -45,10 +45,13 @@ from .capture import (
     layer_rows,
     select_layers,
 )
-from .mapping import PitchMap, SpikeDetector
+from .mapping import PitchMap
+from .normfile import NormLogWriter, log_paths
+from .norms import RunDigest, StepNorms
 from .output import check_audio_path
-from .record import NormLogWriter, RunDigest, RunStats, StepNorms, log_paths
 from .rendering import SoundSettings
+from .spikes import SpikeDetector
+from .stats import RunStats
 from .stream import DEFAULT_LATENCY
 
 if TYPE_CHECKING:
@@ -461,7 +464,7 @@ class Sonifier:
         Safe to call more than once, and never raises: a part that cannot be
         finished (a full disk, a removed folder) gives one warning, and the
         summary (``stats``, and the JSON sidecar where it can be written)
-        says what was lost. Returns the run's :class:`~sonify.record.RunStats`.
+        says what was lost. Returns the run's :class:`~sonify.RunStats`.
 
         Parameters
         ----------
@@ -611,7 +614,7 @@ class Sonifier:
 
     def _repr_html_(self) -> str:  # Jupyter shows the run so far, with a player
         from .notebook import log_html
-        from .record import load_norms
+        from .sources import load_norms
 
         if self._writer is None or not self.log_path.exists():
             return f"<pre>{html.escape(repr(self))}</pre>"
@@ -619,7 +622,7 @@ class Sonifier:
 
     def audio(self, max_seconds: float = 60.0) -> Any:
         """The run so far as an ``IPython.display.Audio`` (from its norm log)."""
-        from .record import load_norms
+        from .sources import load_norms
 
         return load_norms(self.log_path, drop_incomplete=True).audio(self.sound, max_seconds)
 

@@ -43,7 +43,7 @@ import math
 
 import numpy as np
 
-from ._errors import SonifyError
+from ._errors import SonifyParameterError
 
 __all__ = [
     "ACCENT_PARTIALS",
@@ -142,15 +142,15 @@ class Synthesizer:
         pitch_band: tuple[float, float] | None = None,
     ) -> None:
         if n_voices < 1:
-            raise SonifyError("nothing to play: no layers were selected; check the layer selection")
+            raise SonifyParameterError("nothing to play: no layers were selected; check the layer selection")
         if sample_rate < 8000:
-            raise SonifyError(f"sample rate {sample_rate} Hz is too low; use at least 8000 Hz")
+            raise SonifyParameterError(f"sample rate {sample_rate} Hz is too low; use at least 8000 Hz")
         if not 0.0 < amplitude <= 0.5:
-            raise SonifyError(f"amplitude {amplitude} is out of range; use a value in (0, 0.5]")
+            raise SonifyParameterError(f"amplitude {amplitude} is out of range; use a value in (0, 0.5]")
         if mode not in MODES:
-            raise SonifyError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+            raise SonifyParameterError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if loudness not in LOUDNESS:
-            raise SonifyError(f"unknown loudness {loudness!r}; choose one of {', '.join(LOUDNESS)}")
+            raise SonifyParameterError(f"unknown loudness {loudness!r}; choose one of {', '.join(LOUDNESS)}")
         gap = 2.0 * tone_duration if gap is None else gap
         self.mode = mode
         self.channels = 2 if stereo else 1
@@ -160,7 +160,7 @@ class Synthesizer:
         self.tone_samples = round(tone_duration * sample_rate)
         self.gap_samples = round(gap * sample_rate)
         if self.tone_samples < 8 or self.gap_samples < 0:
-            raise SonifyError(
+            raise SonifyParameterError(
                 f"tone of {tone_duration * 1000:g} ms / gap of {gap * 1000:g} ms is too short; "
                 "use tones of at least 1 ms and a gap of 0 or more"
             )

@@ -75,9 +75,10 @@ from ._errors import SonifyParameterError, warn
 from ._files import create_exclusive
 from ._optional import require
 from ._tfevents import AudioEventFile
+from .norms import NormLog, RunDigest
 from .output import wav_in_memory
-from .record import NormLog, RunDigest, as_norm_log
 from .rendering import SoundSettings, condensed_audio
+from .sources import as_norm_log
 
 __all__ = ["AUDIO_TAG", "NORM_TAG", "TrackerLog", "log_audio", "tracker"]
 
@@ -514,7 +515,7 @@ class _RowQueue:
 class TrackerLog:
     """Sends a running Sonifier's sound and norms to trackers, without making training wait.
 
-    The sound comes from the run's :class:`~sonify.record.RunDigest` (kept up
+    The sound comes from the run's :class:`~sonify.norms.RunDigest` (kept up
     to date by the recorder thread; the norm log is never re-read), rendered
     on sonify's tracker thread. Trackers that may be called from another
     thread (TensorBoard, MLflow, folders) get everything there: encoding,

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import sonify
 from conftest import ROOT, frames_played, run_sonify, start_sonify, wait_for_rows
 from sonify.cli import main
-from sonify.record import NormLogWriter
+from sonify.normfile import NormLogWriter
 
 
 def invoke(*args):

@@ -9,7 +9,7 @@ import soundfile
 import sonify
 from conftest import run_sonify
 from sonify.comparison import compare, comparison_figure, marker
-from sonify.record import NormLog
+from sonify.norms import NormLog
 
 
 def bursts(samples, rate):
@@ -94,7 +94,7 @@ def test_figure_has_curves_on_a_log_scale_and_spectrograms(tmp_path):
 
 
 def test_compare_existing_logs_from_the_command_line(tmp_path):
-    from sonify.record import NormLogWriter
+    from sonify.normfile import NormLogWriter
 
     paths = []
     for name, log in zip(["first", "second"], two_logs()):
@@ -137,7 +137,7 @@ def test_public_functions_do_not_shadow_their_modules():
 
 
 def test_logs_with_the_same_file_name_in_two_folders_each_get_their_own_audio(tmp_path):
-    from sonify.record import NormLogWriter
+    from sonify.normfile import NormLogWriter
 
     for folder, scale in (("A", 1.0), ("B", 50.0)):
         writer = NormLogWriter(tmp_path / folder / "run.norms.csv", ["conv", "fc"])

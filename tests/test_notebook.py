@@ -11,7 +11,7 @@ import torch
 
 import sonify
 from conftest import spectral_peaks
-from sonify.record import NormLog
+from sonify.norms import NormLog
 from sonify.synthesize import ALARM_PARTIALS_HZ
 
 

@@ -11,8 +11,8 @@ import soundfile
 
 import sonify
 from conftest import ROOT, decode_tones, frames_played, is_alarm
+from sonify.normfile import NormLogWriter
 from sonify.playback import play
-from sonify.record import NormLogWriter
 
 SOUND = sonify.SoundSettings()
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from sonify import SonifyError, load_norms
-from sonify.record import NormLog, NormLogWriter, RunStats, log_paths
+from sonify.normfile import NormLogWriter, log_paths
+from sonify.norms import NormLog
+from sonify.stats import RunStats
 
 
 def write_log(path, names=("conv1", "fc"), rows=None):
@@ -185,7 +187,7 @@ def test_a_stray_quote_in_a_long_log_is_an_error_naming_its_line(tmp_path):
 
 @pytest.mark.parametrize("steps", [1, 7, 64, 1000, 4097])
 def test_a_run_digest_is_the_run_condensed_into_whole_windows(steps):
-    from sonify.record import RunDigest
+    from sonify.norms import RunDigest
 
     rng = np.random.default_rng(steps)
     norms = np.abs(rng.normal(size=(steps, 3))) + 0.1
@@ -214,7 +216,7 @@ def test_a_run_digest_is_the_run_condensed_into_whole_windows(steps):
 
 
 def test_a_run_digest_of_200_000_steps_stays_bounded_and_keeps_the_alarm():
-    from sonify.record import RunDigest
+    from sonify.norms import RunDigest
 
     digest = RunDigest(["a", "b"], rows=1000)
     for start in range(0, 200_000, 500):  # a long run, flush by flush

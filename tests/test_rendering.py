@@ -6,7 +6,7 @@ import torch
 import sonify
 from conftest import decode_tones, refine_tones, spectral_peaks
 from sonify import SonifyError
-from sonify.record import NormLogWriter
+from sonify.normfile import NormLogWriter
 from sonify.rendering import BLOCK_STEPS, SoundSettings, render
 
 

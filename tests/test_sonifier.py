@@ -15,7 +15,7 @@ from torch import nn
 import sonify
 from conftest import ROOT, decode_tones, frames_played, is_alarm, make_model, run_sonify, train
 from sonify import SonifyError, SonifyWarning
-from sonify.record import NormLogWriter
+from sonify.normfile import NormLogWriter
 
 
 def test_records_each_optimizer_step_and_the_audio_encodes_the_log(tmp_path):
