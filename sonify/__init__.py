@@ -28,13 +28,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import notebook as _notebook  # noqa: F401  registers how a NormLog shows itself in Jupyter
 from ._errors import SonifyError, SonifyIOError, SonifyParameterError, SonifyWarning
+from ._version import __version__
 from .comparison import CompareResult, compare
 from .importers import load_tensorboard
 from .mapping import LinearMap, LogMap, PitchMap, get_map
 from .norms import NormLog
 from .playback import LiveReport, PlayResult, play
-from .rendering import RenderResult, SoundSettings, render
+from .rendering import RenderResult, render
+from .score import Score, ToneKind
+from .sound import Sounder, SoundSettings
 from .sources import load_norms
 from .stats import RunStats
 from .stream import LiveStream, LiveStreamError, output_devices
@@ -43,7 +47,6 @@ from .synthesize import Synthesizer
 if TYPE_CHECKING:
     from .sonifier import Sonifier
 
-__version__ = "0.1.0"
 
 __all__ = [
     "CompareResult",
@@ -57,13 +60,16 @@ __all__ = [
     "PlayResult",
     "RenderResult",
     "RunStats",
+    "Score",
     "Sonifier",
     "SonifyError",
     "SonifyIOError",
     "SonifyParameterError",
     "SonifyWarning",
     "SoundSettings",
+    "Sounder",
     "Synthesizer",
+    "ToneKind",
     "__version__",
     "compare",
     "get_map",

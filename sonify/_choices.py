@@ -1,4 +1,4 @@
-"""Names the reference experiment accepts, kept free of torch so the CLI loads fast."""
+"""Names that options accept, at the bottom of the package so that every layer (and the CLI's help) can list them."""
 
 from __future__ import annotations
 
@@ -17,3 +17,6 @@ OPTIMIZERS: dict[str, tuple[str, bool]] = {
 
 #: Data sets: MNIST when it loads (auto), or explicitly MNIST or scikit-learn's digits.
 DATASETS = ("auto", "mnist", "digits")
+
+#: Sample formats of audio files: 32-bit float, 16-bit and 24-bit integer PCM.
+SAMPLE_FORMATS = ("float", "pcm16", "pcm24")

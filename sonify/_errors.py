@@ -20,6 +20,7 @@ import contextlib
 import re
 import sys
 import warnings
+from typing import Any
 
 
 class SonifyError(Exception):
@@ -102,3 +103,13 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, SonifyError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def renamed_keyword(old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """The value of a keyword that was renamed, from either name (the old one with a deprecation warning)."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise SonifyParameterError(f"{old}= is the old name of {new}=; give only {new}=")
+    warnings.warn(f"{old}= is now {new}= (the sound card, not the torch device)", DeprecationWarning, stacklevel=3)
+    return old_value

@@ -1,8 +1,9 @@
 """The two places sound goes while it is made: a file and the sound card.
 
-:class:`AudioPipeline` (pitch map, synthesizer and file writer) serves
+Both take their sound from a :class:`~sonify.sound.Sounder` (the one sound
+path). :class:`AudioPipeline` (sounder and file writer) serves
 :func:`sonify.render` and a :class:`~sonify.Sonifier`'s WAV; :class:`LivePlayer`
-(pitch map, synthesizer and stream, on its own thread) serves live sound
+(sounder and stream, on its own thread) serves live sound
 during training, ``sonify play --follow`` and the Sonifier's ``live=True``.
 They are private to the package: the public entry points are ``render``,
 ``play`` and ``Sonifier``.
@@ -18,66 +19,59 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .mapping import PitchMap
 from .output import AudioFileWriter
+from .score import Score
+from .sound import Sounder
 from .stream import BLOCKSIZE, DEFAULT_LATENCY, LiveStream
-
-if TYPE_CHECKING:
-    from .rendering import SoundSettings
 
 __all__ = ["PACE_AHEAD", "AudioPipeline", "LivePlayer", "LiveReport", "newest_keeping_alarms"]
 
 
 class AudioPipeline:
-    """Pitch map, synthesizer and file writer for one run's audio."""
+    """A run's sound into an audio file: scores from the :class:`~sonify.sound.Sounder`, samples to the writer."""
 
     def __init__(
         self,
-        sound: SoundSettings,
-        n_voices: int,
+        sounder: Sounder,
         path: str | os.PathLike,
-        pitch_map: PitchMap,
         *,
+        sample_format: str = "float",
         overwrite: bool = False,
     ) -> None:
-        self.pitch_map = pitch_map
-        self.synth = sound.synthesizer(n_voices)
-        self.spikes = sound.spike_detector(n_voices)
+        self.sounder = sounder
         self.writer = AudioFileWriter(
-            path,
-            sound.sample_rate,
-            channels=self.synth.channels,
-            sample_format=sound.sample_format,
-            overwrite=overwrite,
+            path, sounder.sample_rate, channels=sounder.channels, sample_format=sample_format, overwrite=overwrite
         )
 
+    def write(self, score: Score) -> None:
+        """Synthesize a scored block and append it, in the calling thread."""
+        self.writer.write(self.sounder.samples(score))
+
     def feed(self, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None = None) -> None:
-        """Synthesize and write a block of steps, in the calling thread (spikes found here unless given)."""
-        accents = self.spikes(norms, missing) if accents is None else accents
-        self.writer.write(self.synth.synthesize(self.pitch_map(norms), missing, accents))
+        """Score, synthesize and write a block of steps (spikes found here unless given)."""
+        self.write(self.sounder.score(norms, missing, accents))
 
     def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, ...]], workers: int | None = None) -> None:
         """Synthesize many blocks on a thread pool, writing them in order.
 
-        Planning (pitches, phases) is sequential and cheap; filling samples
-        runs on ``workers`` threads (NumPy releases the GIL) while this thread
-        writes finished blocks, so file writing and synthesis overlap. A few
-        buffers are recycled, so memory stays flat.
+        Scoring and planning (pitches, phases) is sequential and cheap;
+        filling samples runs on ``workers`` threads (NumPy releases the GIL)
+        while this thread writes finished blocks, so file writing and
+        synthesis overlap. A few buffers are recycled, so memory stays flat.
         """
         workers = workers or min(4, os.cpu_count() or 1)
+        synth = self.sounder.synth
         spare: list[np.ndarray] = []
         pending: deque = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="sonify-synth") as pool:
             for norms, missing, accents in blocks:
-                accents = self.spikes(norms, missing) if accents is None else accents
-                plan = self.synth.plan(self.pitch_map(norms), missing, accents)
-                size = len(norms) * self.synth.step_samples * self.synth.channels
+                plan = synth.plan_score(self.sounder.score(norms, missing, accents))
+                size = len(norms) * synth.step_samples * synth.channels
                 buffer = spare.pop() if spare and spare[-1].size >= size else np.empty(size, np.float32)
-                pending.append((pool.submit(self.synth.fill, plan, buffer), buffer))
+                pending.append((pool.submit(synth.fill, plan, buffer), buffer))
                 if len(pending) > workers:
                     spare.append(self._write_next(pending))
             while pending:
@@ -129,23 +123,20 @@ class LivePlayer:
 
     def __init__(
         self,
-        sound: SoundSettings,
-        n_voices: int,
-        pitch_map: PitchMap,
+        sounder: Sounder,
         *,
         device: int | str | None = None,
         pace: bool = False,
         latency: float = DEFAULT_LATENCY,
     ) -> None:
-        self.pitch_map = pitch_map
-        self.synth = sound.synthesizer(n_voices)
-        self.spikes = sound.spike_detector(n_voices)
+        self.sounder = sounder
+        self.synth = sounder.synth
         self.stream = LiveStream(
-            sound.sample_rate,
+            sounder.sample_rate,
             device=device,
-            channels=self.synth.channels,
+            channels=sounder.channels,
             latency=latency,
-            buffer_seconds=max(MAX_BURST_WAIT, 4 * self.synth.step_duration),
+            buffer_seconds=max(MAX_BURST_WAIT, 4 * sounder.step_duration),
         )
         self.pace = pace
         self.played = 0
@@ -247,15 +238,17 @@ class LivePlayer:
         self.skipped += len(waiting) - keep
         # Every step goes through the spike detector (its history), and a spike is never skipped either:
         # the first step played carries the alarms and accents of the steps skipped before it.
-        spikes = self.spikes(np.stack([item[1] for item in waiting]), np.stack([item[2] for item in waiting]))
+        spikes = self.sounder.detect(np.stack([item[1] for item in waiting]), np.stack([item[2] for item in waiting]))[
+            0
+        ]
         skipped = len(waiting) - keep
         first = newest_keeping_alarms(waiting[: skipped + 1])
         played = [first, *waiting[skipped + 1 :]]
         norms = np.stack([item[1] for item in played])
         missing = np.stack([item[2] for item in played])
         accents = np.concatenate([spikes[: skipped + 1].any(axis=0, keepdims=True), spikes[skipped + 1 :]])
-        accents &= ~missing & np.isfinite(norms)
-        samples = self.synth.synthesize(self.pitch_map(norms), missing, accents)
+        steps = np.array([item[0] for item in played])
+        samples = self.sounder.samples(self.sounder.score(norms, missing, accents, steps))
         if self.timeline is not None:
             start = self.stream.written
             self.timeline += [(start + i * self.synth.step_samples, item[0], item[3]) for i, item in enumerate(played)]

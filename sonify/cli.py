@@ -23,7 +23,8 @@ from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
 from .normfile import log_paths
 from .output import SAMPLE_FORMATS, check_audio_path
-from .rendering import SoundSettings, check_render_path, render
+from .rendering import check_render_path, render
+from .sound import SoundSettings
 from .sources import load_norms
 from .stats import RunStats
 from .stream import DEFAULT_LATENCY

@@ -34,7 +34,8 @@ from ._errors import SonifyError, SonifyParameterError
 from ._files import check_new_file, write_new_file
 from .norms import NormLog
 from .output import AudioFileWriter
-from .rendering import SoundSettings, render
+from .rendering import render
+from .sound import SoundSettings
 
 __all__ = [
     "REFERENCE_GRID",

@@ -29,8 +29,8 @@ from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError, SonifyParameterError
 from ._optional import require
 from ._progress import progress_bar
-from .rendering import SoundSettings
 from .sonifier import DEFAULT_OUT_DIR, Sonifier, unique_out
+from .sound import SoundSettings
 
 __all__ = ["OPTIMIZERS", "ExperimentConfig", "ExperimentResult", "LeNet", "load_dataset", "run_experiment"]
 

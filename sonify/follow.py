@@ -39,7 +39,7 @@ import numpy as np
 from ._errors import SonifyError, SonifyParameterError
 from .importers import DEFAULT_TAG_PATTERN, layer_of
 from .normfile import STEP_COLUMNS, parse_row, split_csv_line
-from .rendering import SoundSettings
+from .sound import SoundSettings
 from .stream import DEFAULT_LATENCY, resolve_output_device
 
 __all__ = ["FollowReport", "follow"]
@@ -444,7 +444,7 @@ def follow(
                 finish(drain=True)
             elif event[0] in ("run", "layers"):
                 finish(drain=True)
-                player = LivePlayer(sound, len(event[1]), pitch_map, device=output_device, latency=latency)
+                player = LivePlayer(sound.sounder(len(event[1]), pitch_map), device=output_device, latency=latency)
                 if event[0] == "run":
                     totals["runs"] += 1
                 else:

@@ -34,11 +34,10 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ._errors import SonifyIOError
 from ._files import check_new_file, create_exclusive, os_error_reason
 from ._optional import require
+from .score import Score, ToneKind
 
 __all__ = ["ALARM_NOTE", "MIDI_SUFFIXES", "SPIKE_VELOCITY", "TICKS_PER_BEAT", "TICKS_PER_TONE", "write_midi"]
 
@@ -58,35 +57,28 @@ MAX_TEMPO = 0xFFFFFF
 
 def write_midi(
     path: str | os.PathLike,
-    freqs: np.ndarray,
-    rests: np.ndarray,
-    accents: np.ndarray,
+    score: Score,
     *,
-    tone_duration: float,
-    gap: float,
-    chord: bool = False,
     layer_names: tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> float:
-    """Write pitches (Hz; NaN = alarm) as a MIDI file; returns its length in seconds.
+    """Write a :class:`~sonify.score.Score` as a MIDI file; returns its length in seconds.
 
     Parameters
     ----------
     path : path
         The ``.mid`` file (created exclusively unless ``overwrite``).
-    freqs, rests, accents : ndarray, shape (steps, voices)
-        The mapped (and clamped) pitches, the rests and the spikes, as the synthesizer gets them.
-    tone_duration, gap : float
-        Seconds per tone and after each step.
-    chord : bool
-        All voices of a step at once.
+    score : Score
+        The run's tones, rests, alarms and accents, as the synthesizer gets them.
     layer_names : tuple of str
         Track names.
     """
     mido = require("mido", extra="midi", purpose="writing MIDI files")
     path = Path(path)
     check_new_file(path, overwrite=overwrite)
-    steps, voices = freqs.shape
+    freqs, kind = score.frequency, score.kind
+    tone_duration, gap, chord = score.tone_duration, score.gap, score.mode == "chord"
+    steps, voices = kind.shape
     tone = TICKS_PER_TONE
     while tone_duration * 1e6 * TICKS_PER_BEAT / tone > MAX_TEMPO:  # long tones: more ticks each, same beat
         tone *= 2
@@ -107,15 +99,15 @@ def write_midi(
         offset = 0 if chord else voice * tone
         for step in range(steps):
             start = step * step_ticks + offset
-            if rests[step, voice]:
+            if kind[step, voice] == ToneKind.REST:
                 continue
-            if not math.isfinite(freqs[step, voice]):
+            if kind[step, voice] == ToneKind.ALARM:
                 alarms.append(start)
                 continue
             note, bend = _note_and_bend(float(freqs[step, voice]))
             if chord and channels.count(channel) > 1:  # one bend per channel: notes that share it keep none
                 note, bend = min(127, max(0, note + round(bend / 8192 * BEND_RANGE))), 0
-            velocity = SPIKE_VELOCITY if accents[step, voice] else VELOCITY
+            velocity = SPIKE_VELOCITY if kind[step, voice] == ToneKind.ACCENT else VELOCITY
             events.append((start, 1, mido.Message("pitchwheel", channel=channel, pitch=bend)))
             events.append((start, 2, mido.Message("note_on", channel=channel, note=note, velocity=velocity)))
             events.append((start + tone, 0, mido.Message("note_off", channel=channel, note=note, velocity=0)))

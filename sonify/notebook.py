@@ -21,7 +21,11 @@ import base64
 import html
 from typing import Any
 
-from .norms import NormLog
+from ._optional import require
+from .norms import NormLog, NormPresenter, set_presenter
+from .output import wav_in_memory
+from .rendering import condensed_audio
+from .sound import SoundSettings
 
 __all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "wav_bytes"]
 
@@ -29,11 +33,10 @@ __all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "wav_bytes"]
 MAX_SECONDS = 60.0
 
 
-def wav_bytes(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS) -> tuple[bytes, float]:
+def wav_bytes(
+    log: NormLog, sound: SoundSettings | None = None, max_seconds: float = MAX_SECONDS
+) -> tuple[bytes, float]:
     """A 16-bit WAV of the log in memory, condensed to ``max_seconds``, and its duration."""
-    from .output import wav_in_memory
-    from .rendering import condensed_audio
-
     samples, sample_rate = condensed_audio(log, sound, max_seconds)
     return wav_in_memory(samples, sample_rate), len(samples) / sample_rate
 
@@ -44,10 +47,8 @@ def player_html(data: bytes, caption: str) -> str:
     return f'<div><div>{html.escape(caption)}</div><audio controls src="{source}"></audio></div>'
 
 
-def audio(log: NormLog, sound: Any = None, max_seconds: float = MAX_SECONDS) -> Any:
+def audio(log: NormLog, sound: SoundSettings | None = None, max_seconds: float = MAX_SECONDS) -> Any:
     """The log's sound as an ``IPython.display.Audio`` object (needs IPython)."""
-    from ._optional import require
-
     display = require("IPython.display", extra="notebook", purpose="notebook audio")
     data, _ = wav_bytes(log, sound, max_seconds)
     return display.Audio(data=data)
@@ -59,3 +60,16 @@ def log_html(log: NormLog) -> str:
     stats = log.stats()
     alarm = f", NaN/Inf from step {stats.first_nonfinite_step}" if stats.first_nonfinite_step is not None else ""
     return player_html(data, f"{len(log)} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound")
+
+
+class _NotebookPresenter(NormPresenter):
+    """What :class:`~sonify.NormLog` shows in Jupyter (registered below, when sonify is imported)."""
+
+    def audio(self, log: NormLog, sound: Any, max_seconds: float) -> Any:
+        return audio(log, sound, max_seconds)
+
+    def html(self, log: NormLog) -> str:
+        return log_html(log)
+
+
+set_presenter(_NotebookPresenter())

@@ -37,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ._choices import SAMPLE_FORMATS
 from ._errors import SonifyIOError, SonifyParameterError
 from ._files import check_new_file, create_exclusive, os_error_reason
 
 __all__ = ["AUDIO_SUFFIXES", "SAMPLE_FORMATS", "AudioFileWriter", "check_audio_path", "wav_in_memory"]
 
-#: Sample formats by the names the CLI accepts, as soundfile subtypes.
-SAMPLE_FORMATS = {"float": "FLOAT", "pcm16": "PCM_16", "pcm24": "PCM_24"}
+#: Sample formats (by the names options accept) as soundfile subtypes.
+_SUBTYPES = dict(zip(SAMPLE_FORMATS, ("FLOAT", "PCM_16", "PCM_24")))
 
 #: Audio containers sonify writes, by file suffix.
 AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC"}
@@ -140,7 +141,7 @@ class AudioFileWriter:
             self._file: _WavFile | _SoundfileFile = _WavFile(fd, self.path, sample_rate, channels, sample_format)
         else:
             os.close(fd)  # reserved exclusively; soundfile reopens it by name
-            subtype = "PCM_24" if sample_format == "float" else SAMPLE_FORMATS[sample_format]
+            subtype = "PCM_24" if sample_format == "float" else _SUBTYPES[sample_format]
             self._file = _SoundfileFile(self.path, sample_rate, channels, container, subtype)
 
     def write(self, samples: np.ndarray) -> None:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import SonifyError
+from ._errors import SonifyError, renamed_keyword
 from ._pipelines import LiveReport
 from ._progress import progress_bar
 from .norms import NormLog
-from .rendering import SoundSettings
-from .sources import as_norm_log
+from .sound import SoundSettings
+from .sources import SourceKind, as_norm_log, source_kind
 from .stream import DEFAULT_LATENCY, LiveStream, LiveStreamError
 
 __all__ = ["LiveReport", "PlayResult", "play"]
@@ -95,20 +95,16 @@ def play(
 
         sonify.play("audio_out/run.norms.csv", output_device="pulse")
     """
-    from .sonifier import _renamed
-
-    device = _renamed("device", device, "output_device", output_device)
-    is_log = isinstance(source, NormLog) or str(source).endswith(".csv")
-    if is_log or Path(source).is_dir() or "tfevents" in Path(source).name:  # TensorBoard logs too
+    device = renamed_keyword("device", device, "output_device", output_device)
+    if isinstance(source, NormLog) or source_kind(source, audio=True) is not SourceKind.AUDIO:
         log = as_norm_log(source)
         sound = sound or SoundSettings()
-        synth = sound.synthesizer(len(log.layer_names))
-        pitch_map = sound.pitch_map(log.norms)
-        steps_per_chunk = max(1, round(_PLAY_CHUNK / synth.step_duration))
+        sounder = sound.sounder(len(log.layer_names), sound.pitch_map(log.norms))
+        steps_per_chunk = max(1, round(_PLAY_CHUNK / sounder.step_duration))
         accents = log.accents if log.accents is not None else log.spikes(sound.spike_factor, sound.spike_window)[0]
         chunks = (
-            synth.synthesize(
-                pitch_map(log.norms[i : i + steps_per_chunk]),
+            sounder.sound(
+                log.norms[i : i + steps_per_chunk],
                 log.missing[i : i + steps_per_chunk],
                 accents[i : i + steps_per_chunk],
             )
@@ -117,9 +113,9 @@ def play(
         return _stream_chunks(
             log.path or Path("<norms>"),
             chunks,
-            len(log) * synth.step_duration,
-            sound.sample_rate,
-            synth.channels,
+            len(log) * sounder.step_duration,
+            sounder.sample_rate,
+            sounder.channels,
             device,
             progress,
             latency,

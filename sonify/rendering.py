@@ -1,7 +1,9 @@
-"""From norms to an audio file: map -> synthesize -> output, block by block.
+"""From a recorded run to an audio or MIDI file, block by block; and a run's sound in memory.
 
-:class:`SoundSettings` holds every choice about the sound; :func:`render`
-turns a recorded norm log into a WAV or FLAC file without torch.
+:func:`render` turns any source of norms (see :mod:`sonify.sources`) into a
+WAV, FLAC or MIDI file without torch; :func:`condensed_audio` gives the whole
+run's sound, condensed, to notebooks and trackers. Both take the one sound
+path (:class:`~sonify.sound.Sounder`).
 
 For example, the same run with the reference experiment's linear map::
 
@@ -14,130 +16,26 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._errors import SonifyError, SonifyParameterError
+from ._errors import SonifyParameterError
 from ._files import check_new_file
 from ._pipelines import AudioPipeline
 from ._progress import progress_bar
-from .mapping import PitchMap, get_map
 from .midi import MIDI_SUFFIXES
 from .norms import NormLog
 from .output import check_audio_path
+from .sound import Sounder, SoundSettings
 from .sources import as_norm_log
-from .spikes import SPIKE_FACTOR, SPIKE_WINDOW, SpikeDetector
-from .synthesize import Synthesizer
 
-__all__ = ["RenderResult", "SoundSettings", "check_render_path", "condensed_audio", "render"]
+__all__ = ["RenderResult", "check_render_path", "condensed_audio", "render"]
 
 #: Steps synthesized per block: ~1 minute of audio for 4 layers, ~10 MB.
 BLOCK_STEPS = 1024
-
-
-@dataclass(frozen=True)
-class SoundSettings:
-    """How norms sound.
-
-    Attributes
-    ----------
-    mapping : str or PitchMap
-        ``"log"`` (default) or ``"linear"`` (the 2019 reference), or a map.
-    norm_range : (float, float) or "auto", optional
-        Norms at the bottom and top of the ``log`` map's pitch range;
-        ``"auto"`` fits them to the run (only when the whole run is known,
-        i.e. when rendering a log).
-    scale : str, optional
-        Snap pitches to ``"chromatic"``, ``"major"``, ``"minor"`` or ``"pentatonic"``.
-    sample_rate : int
-    tone_duration : float
-        Seconds per tone (one tone per layer per step).
-    gap : float, optional
-        Seconds of silence after each step (two tone lengths by default).
-    amplitude : float
-        Peak amplitude of a tone.
-    fade : float
-        Seconds of raised-cosine fade at each tone edge.
-    sample_format : str
-        ``"float"`` (32-bit float WAV), ``"pcm16"`` or ``"pcm24"``.
-    mode : str
-        ``"sequence"`` (one tone per layer in turn, the reference) or
-        ``"chord"`` (all layers at once, each at its own pitch).
-    stereo : bool
-        Spread the layers from left to right across the stereo field.
-    spike_factor : float
-        A norm at least this many times its layer's running median is a
-        spike and sounds accented (brighter, sharper attack); 0 turns it off.
-    spike_window : int
-        Steps of each layer's history the running median looks back over.
-    loudness : str
-        ``"iso226"``: every pitch equally loud (ISO 226:2023 at 60 phon);
-        ``"flat"``: the same amplitude for every pitch.
-    """
-
-    mapping: str | PitchMap = "log"
-    norm_range: tuple[float, float] | str | None = None
-    scale: str | None = None
-    sample_rate: int = 44100
-    tone_duration: float = 0.01
-    gap: float | None = None
-    amplitude: float = 0.1
-    fade: float = 0.002
-    sample_format: str = "float"
-    mode: str = "sequence"
-    stereo: bool = False
-    spike_factor: float = SPIKE_FACTOR
-    spike_window: int = SPIKE_WINDOW
-    loudness: str = "iso226"
-
-    def spike_detector(self, n_voices: int) -> SpikeDetector:
-        """A detector of spikes with these settings (checks them)."""
-        return SpikeDetector(n_voices, self.spike_factor, self.spike_window)
-
-    def pitch_map(self, norms: np.ndarray | None = None) -> PitchMap:
-        """The pitch map, fitted to ``norms`` when ``norm_range="auto"``."""
-        auto = isinstance(self.norm_range, str)
-        if auto and self.norm_range != "auto":
-            raise SonifyError(f"norm range {self.norm_range!r} is invalid; give 'auto' or two numbers LOW:HIGH")
-        pitch_map = get_map(self.mapping, norm_range=None if auto else self.norm_range, scale=self.scale)
-        if auto:
-            if norms is None:
-                raise SonifyError(
-                    "norm range 'auto' needs the whole run; use fixed bounds while recording "
-                    "and render the log with {norm_range}auto afterwards"
-                )
-            pitch_map = pitch_map.fit(norms)
-        return pitch_map
-
-    def synthesizer(self, n_voices: int) -> Synthesizer:
-        """A synthesizer with these settings."""
-        return Synthesizer(
-            n_voices,
-            sample_rate=self.sample_rate,
-            tone_duration=self.tone_duration,
-            gap=self.gap,
-            amplitude=self.amplitude,
-            fade=self.fade,
-            mode=self.mode,
-            stereo=self.stereo,
-            loudness=self.loudness,
-            pitch_band=self._pitch_band(),
-        )
-
-    def _pitch_band(self) -> tuple[float, float]:
-        """Lowest and highest pitch the map can play (maps rise with the norm)."""
-        pitch_map = get_map(self.mapping, scale=self.scale)
-        low, high = pitch_map(np.array([0.0, 1e300]))
-        return float(low), float(high)
-
-    def describe(self, pitch_map: PitchMap | None = None) -> dict[str, Any]:
-        """JSON-friendly settings (with the map actually used)."""
-        settings = asdict(self)
-        settings["mapping"] = (pitch_map or self.pitch_map(np.ones(1))).describe()
-        return settings
 
 
 @dataclass(frozen=True)
@@ -213,7 +111,7 @@ def render(
             raise SonifyParameterError(
                 f"duration {duration:g} s is not positive; give the length of audio wanted, e.g. 60"
             )
-        windows = max(1, int(duration / sound.synthesizer(len(log.layer_names)).step_duration))
+        windows = max(1, int(duration / sound.step_duration(len(log.layer_names))))
         if windows < len(log):
             # Spikes are found at full resolution (unless the log has its own); a window with one keeps the accent.
             if log.accents is None:
@@ -221,9 +119,12 @@ def render(
             log = log.condense(windows, combine)
         else:
             windows = None
+    sounder = sound.sounder(len(log.layer_names), sound.pitch_map(log.norms))
     if midi:
-        return RenderResult(Path(out), total_steps, _render_midi(log, out, sound, overwrite), nonfinite_steps, windows)
-    pipeline = AudioPipeline(sound, len(log.layer_names), out, sound.pitch_map(log.norms), overwrite=overwrite)
+        return RenderResult(
+            Path(out), total_steps, _render_midi(log, out, sounder, overwrite), nonfinite_steps, windows
+        )
+    pipeline = AudioPipeline(sounder, out, sample_format=sound.sample_format, overwrite=overwrite)
     bar = progress_bar(len(log), "render", enabled=progress)
     try:
         pipeline.feed_blocks(_blocks(log, bar))
@@ -252,14 +153,13 @@ def condensed_audio(
     """
     sound = sound or SoundSettings()
     log = as_norm_log(source)
-    synth = sound.synthesizer(len(log.layer_names))
-    windows = max(1, int(max_seconds / synth.step_duration))
+    windows = max(1, int(max_seconds / sound.step_duration(len(log.layer_names))))
     if log.accents is None:  # spikes found at full resolution, kept by the windows
         log = replace(log, accents=log.spikes(sound.spike_factor, sound.spike_window)[0])
     if len(log) > windows:
         log = log.condense(windows)
-    samples = synth.synthesize(sound.pitch_map(log.norms)(log.norms), log.missing, log.accents)
-    return samples, synth.sample_rate
+    sounder = sound.sounder(len(log.layer_names), sound.pitch_map(log.norms))
+    return sounder.sound(log.norms, log.missing, log.accents), sounder.sample_rate
 
 
 def check_render_path(out: str | os.PathLike, *, overwrite: bool = False) -> bool:
@@ -271,23 +171,12 @@ def check_render_path(out: str | os.PathLike, *, overwrite: bool = False) -> boo
     return False
 
 
-def _render_midi(log: NormLog, out: str | os.PathLike, sound: SoundSettings, overwrite: bool) -> float:
+def _render_midi(log: NormLog, out: str | os.PathLike, sounder: Sounder, overwrite: bool) -> float:
     """The same pitches, rests, alarms and accents as the audio, as MIDI notes (see :mod:`sonify.midi`)."""
     from .midi import write_midi
 
-    synth = sound.synthesizer(len(log.layer_names))
-    accents = log.accents if log.accents is not None else log.spikes(sound.spike_factor, sound.spike_window)[0]
-    freqs = synth.clamp(sound.pitch_map(log.norms)(log.norms))
     return write_midi(
-        out,
-        freqs,
-        log.missing,
-        accents & ~log.missing,
-        tone_duration=synth.tone_samples / synth.sample_rate,
-        gap=synth.gap_samples / synth.sample_rate,
-        chord=sound.mode == "chord",
-        layer_names=log.layer_names,
-        overwrite=overwrite,
+        out, sounder.score(log.norms, log.missing, log.accents), layer_names=log.layer_names, overwrite=overwrite
     )
 
 

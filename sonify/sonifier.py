@@ -21,7 +21,6 @@ import queue
 import shutil
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -30,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
-from ._errors import SonifyError, SonifyParameterError, warn
+from ._errors import SonifyError, SonifyParameterError, one_line, renamed_keyword, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
+from ._version import __version__
 from .capture import (
     GradientCapture,
     GroupSelector,
@@ -49,8 +48,7 @@ from .mapping import PitchMap
 from .normfile import NormLogWriter, log_paths
 from .norms import RunDigest, StepNorms
 from .output import check_audio_path
-from .rendering import SoundSettings
-from .spikes import SpikeDetector
+from .sound import Sounder, SoundSettings
 from .stats import RunStats
 from .stream import DEFAULT_LATENCY
 
@@ -208,7 +206,7 @@ class Sonifier:
     ) -> None:
         import torch
 
-        output_device = _renamed("device", device, "output_device", output_device)
+        output_device = renamed_keyword("device", device, "output_device", output_device)
 
         # -- validate everything first: nothing is created for a bad argument --
         if not isinstance(model, torch.nn.Module):
@@ -237,9 +235,9 @@ class Sonifier:
         self.layer_names = [layer.name for layer in self.layers]
         self.sound = sound or SoundSettings()
         if mapping is not None:
-            self.sound = SoundSettings(**{**self.sound.__dict__, "mapping": mapping})
-        self.sound.synthesizer(len(self.layers))  # checks the timing and amplitude
+            self.sound = self.sound.replace(mapping=mapping)
         pitch_map = self.sound.pitch_map()
+        sounder = self.sound.sounder(len(self.layers), pitch_map)  # the run's one sound path: spikes, then audio
         self.rank = _rank()
         if self.rank != 0:  # only rank 0 writes and plays
             live, pace, audio, log = False, False, False, False
@@ -262,7 +260,7 @@ class Sonifier:
             "model": type(model).__name__,
             "optimizer": type(optimizer).__name__ if optimizer is not None else None,
             "parameters": {layer.name: list(layer.parameter_names) for layer in self.layers},
-            "sound": self.sound.describe(pitch_map),
+            "sound": self.sound.as_dict(pitch_map),
             "audio": str(self.audio_path) if audio else None,
             "live": live,
             **(metadata or {}),
@@ -283,7 +281,7 @@ class Sonifier:
         from .trackers import check_options
 
         check_options(log_audio_every_n_steps, audio_seconds)  # before audio_seconds is used below
-        step_duration = self.sound.synthesizer(len(self.layers)).step_duration
+        step_duration = sounder.step_duration
         # One digest of the run feeds the trackers' sound and the bounded audio file: rows for the longer.
         digest_rows = [int(audio_seconds / step_duration)] if trackers is not None else []
         self.max_audio_seconds = max_audio_seconds
@@ -302,7 +300,9 @@ class Sonifier:
         with contextlib.ExitStack() as stack:
             # The sound card first: if it fails, no files are left behind.
             self._live = (
-                LivePlayer(self.sound, len(self.layers), pitch_map, device=output_device, pace=pace, latency=latency)
+                LivePlayer(
+                    self.sound.sounder(len(self.layers), pitch_map), device=output_device, pace=pace, latency=latency
+                )
                 if live
                 else None
             )
@@ -314,7 +314,7 @@ class Sonifier:
             if self._writer is not None:
                 stack.callback(_discard, self._writer.close, self.log_path, self.meta_path)
             self._audio = (
-                AudioPipeline(self.sound, len(self.layers), self.audio_path, pitch_map, overwrite=overwrite)
+                AudioPipeline(sounder, self.audio_path, sample_format=self.sound.sample_format, overwrite=overwrite)
                 if audio
                 else None
             )
@@ -329,7 +329,7 @@ class Sonifier:
                 self._writer,
                 self._audio,
                 flush_interval,
-                self.sound.spike_detector(len(self.layers)),
+                sounder,
                 listeners=self._listeners(),
                 audio_limit=(
                     round(max_audio_seconds * self.sound.sample_rate) if max_audio_seconds is not None else None
@@ -394,7 +394,7 @@ class Sonifier:
                 self._check_new_parameters()
         except Exception as exc:  # a bug or an odd model must not stop training: stop capturing instead
             self._capturing = False
-            self._recorder.fail("capture", f"reading the gradients failed ({_describe(exc)})", step=self._steps)
+            self._recorder.fail("capture", f"reading the gradients failed ({one_line(exc)})", step=self._steps)
             self._report_news()
         if self._trackers is not None:
             self._poll_trackers()
@@ -404,7 +404,7 @@ class Sonifier:
             self._trackers.poll(self._steps)
         except Exception as exc:  # the trackers stop; capture and the files go on
             self._trackers = None
-            warn(f"sonify stopped logging to the trackers: {_describe(exc)}", stacklevel=4)
+            warn(f"sonify stopped logging to the trackers: {one_line(exc)}", stacklevel=4)
 
     def _to_live(self, items: list[StepNorms]) -> None:
         self._push_live(items)
@@ -498,7 +498,7 @@ class Sonifier:
             try:
                 self._trackers.finish()
             except Exception as exc:
-                self._recorder.fail("trackers", _describe(exc))
+                self._recorder.fail("trackers", one_line(exc))
             for name, reason in self._trackers.failures.items():
                 self._recorder.failures.setdefault(f"tracker {name}", reason)
         if self._writer is not None:
@@ -569,14 +569,14 @@ class Sonifier:
         except SonifyParameterError:  # a bad target or value: the caller's error, raised before anything is read
             raise
         except Exception as exc:
-            warn(f"sonify could not log to {type(target).__name__}: {_describe(exc)}", stacklevel=3)
+            warn(f"sonify could not log to {type(target).__name__}: {one_line(exc)}", stacklevel=3)
             return []
 
     def _guarded(self, part: str, action: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return action(*args, **kwargs)
         except Exception as exc:
-            self._recorder.fail(part, _describe(exc))
+            self._recorder.fail(part, one_line(exc))
             return None
 
     def _summary(self) -> dict[str, Any]:
@@ -669,16 +669,6 @@ def _is_fsdp1(model: torch.nn.Module) -> bool:
     return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
 
 
-def _renamed(old: str, old_value: Any, new: str, new_value: Any) -> Any:
-    """The value of a keyword that was renamed, from either name (the old one with a deprecation warning)."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise SonifyParameterError(f"{old}= is the old name of {new}=; give only {new}=")
-    warnings.warn(f"{old}= is now {new}= (the sound card, not the torch device)", DeprecationWarning, stacklevel=3)
-    return old_value
-
-
 def unique_out(path: str | os.PathLike) -> Path:
     """``path``, or ``path`` with ``-2``, ``-3``... added, so that no file of another run is touched.
 
@@ -706,14 +696,6 @@ def _discard(close: Any, *paths: Path) -> None:
             path.unlink()
 
 
-def _describe(exc: BaseException) -> str:
-    """One line for an internal failure: the message, or its type when it has none."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, SonifyError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class _Recorder:
     """The background thread: each step's norms into the run totals, the norm log and the audio file.
 
@@ -733,7 +715,7 @@ class _Recorder:
         writer: NormLogWriter | None,
         audio: AudioPipeline | None,
         flush_interval: float,
-        spikes: SpikeDetector,
+        sounder: Sounder,
         listeners: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]] = (),
         audio_limit: int | None = None,
     ) -> None:
@@ -742,7 +724,7 @@ class _Recorder:
         #: Whether the run outgrew the limit: the file is condensed at the end.
         self.audio_cut = False
         self.stats = stats
-        self._spikes = spikes
+        self._sounder = sounder  # spikes for the totals; the same accents sound in the audio file
         self._listeners = list(listeners)  # also given every block of rows (the trackers' digest and rows)
         self.failures: dict[str, str] = {}
         self._sinks: dict[str, Any] = {"norm log": writer, "audio": audio}
@@ -830,7 +812,7 @@ class _Recorder:
         steps, norms, missing = layer_rows(items)
         first_bad, first_spike = self.stats.first_nonfinite_step, self.stats.first_spike_step
         new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
-        spikes, ratios = self._spikes.detect(norms, missing)
+        spikes, ratios = self._sounder.detect(norms, missing)
         self.stats.update(steps, norms, missing, spikes, ratios)
         failed = {}
         for part, write in (("norm log", self._write_log), ("audio", self._write_audio)):
@@ -838,13 +820,13 @@ class _Recorder:
                 try:
                     write(steps, norms, missing, spikes)
                 except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
-                    failed[part] = _describe(exc)
+                    failed[part] = one_line(exc)
         for listener in list(self._listeners):
             try:
                 listener(steps, norms, missing, spikes)
             except Exception as exc:  # the trackers' part stops; the files go on
                 self._listeners.remove(listener)
-                failed["trackers"] = _describe(exc)
+                failed["trackers"] = one_line(exc)
         self.fail_many(failed, step=int(steps[0]))
         if first_spike is None and self.stats.first_spike_step is not None:
             self._news.append(
@@ -870,7 +852,7 @@ class _Recorder:
     def _write_audio(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, spikes: np.ndarray) -> None:
         audio = self._sinks["audio"]
         if self._audio_limit is not None:
-            room = (self._audio_limit - audio.writer.frames) // audio.synth.step_samples
+            room = (self._audio_limit - audio.writer.frames) // audio.sounder.step_samples
             if room < len(steps):  # the file is full: the rest of the run is heard in its condensed form
                 self.audio_cut = True
                 norms, missing, spikes = norms[: max(0, room)], missing[: max(0, room)], spikes[: max(0, room)]

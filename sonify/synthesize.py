@@ -44,6 +44,7 @@ import math
 import numpy as np
 
 from ._errors import SonifyParameterError
+from .score import Score, ToneKind
 
 __all__ = [
     "ACCENT_PARTIALS",
@@ -217,7 +218,7 @@ class Synthesizer:
         return self.fill(plan)
 
     def plan(self, freqs: np.ndarray, rests: np.ndarray | None = None, accents: np.ndarray | None = None) -> _BlockPlan:
-        """Fix pitches and start phases of a block and advance the voices.
+        """Fix pitches and start phases of a block and advance the voices (see :meth:`plan_score`).
 
         Splitting :meth:`synthesize` into ``plan`` (cheap, sequential) and
         ``fill`` (costly, independent per block) lets callers fill several
@@ -225,21 +226,53 @@ class Synthesizer:
         """
         freqs = np.asarray(freqs, dtype=float)
         if freqs.ndim != 2 or freqs.shape[1] != self.n_voices:
-            raise ValueError(f"expected pitches of shape (steps, {self.n_voices}), got {freqs.shape}")
+            raise SonifyParameterError(f"expected pitches of shape (steps, {self.n_voices}), got {freqs.shape}")
         rest = np.zeros(freqs.shape, bool) if rests is None else np.asarray(rests, bool)
         alarm = ~np.isfinite(freqs) & ~rest
         silent = alarm | rest
-        omega = np.where(silent, 0.0, 2.0 * math.pi * self.clamp(np.nan_to_num(freqs)) / self.sample_rate)
+        played = np.where(silent, np.nan, self.clamp(np.nan_to_num(freqs)))
+        accent = None if accents is None else np.asarray(accents, bool) & ~silent
+        gain = self.loudness_gain(played) if self.loudness == "iso226" else None
+        return self._plan(played, alarm, rest, accent, gain)
+
+    def plan_score(self, score: Score) -> _BlockPlan:
+        """Plan a block from its :class:`~sonify.score.Score` (what a :class:`~sonify.sound.Sounder` makes)."""
+        if score.kind.ndim != 2 or score.kind.shape[1] != self.n_voices:
+            raise SonifyParameterError(f"expected a score of {self.n_voices} voices, got shape {score.kind.shape}")
+        accent = score.kind == ToneKind.ACCENT
+        return self._plan(
+            score.frequency,
+            score.kind == ToneKind.ALARM,
+            score.kind == ToneKind.REST,
+            accent if accent.any() else None,
+            score.gain,
+        )
+
+    def _plan(
+        self, freqs: np.ndarray, alarm: np.ndarray, rest: np.ndarray, accent: np.ndarray | None, gain: np.ndarray | None
+    ) -> _BlockPlan:
+        """``freqs``: in the band where a tone sounds (NaN where silent); ``gain``: the loudness factor."""
+        silent = alarm | rest
+        omega = np.where(silent, 0.0, 2.0 * math.pi * freqs / self.sample_rate)
         advance = omega * self.tone_samples
         starts = np.cumsum(advance, axis=0) - advance + self._phase
         if len(freqs):
             self._phase = np.remainder(starts[-1] + advance[-1], 2.0 * math.pi)
-        accent = None if accents is None else np.asarray(accents, bool) & ~silent
-        gain = None
-        if self.loudness == "iso226":
-            played = np.where(silent, 1000.0, self.clamp(np.nan_to_num(freqs, nan=1000.0)))
-            gain = 10.0 ** ((np.minimum(equal_loudness_db(played), self._loudest_db) - self._loudest_db) / 20.0)
         return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest, accent, gain)
+
+    def loudness_gain(self, freqs: np.ndarray) -> np.ndarray:
+        """Each pitch's gain (1 at most) under the loudness setting; NaN pitches get the gain of 1 kHz."""
+        played = np.where(np.isnan(freqs), 1000.0, self.clamp(freqs))
+        if self.loudness != "iso226":
+            return np.ones(played.shape)
+        return 10.0 ** ((np.minimum(equal_loudness_db(played), self._loudest_db) - self._loudest_db) / 20.0)
+
+    @property
+    def pan(self) -> tuple[float, ...] | None:
+        """Each voice's place from left (0) to right (1) in stereo; None in mono."""
+        if self.channels == 1:
+            return None
+        return tuple(np.linspace(0.0, 1.0, self.n_voices).tolist()) if self.n_voices > 1 else (0.5,)
 
     def fill(self, plan: _BlockPlan, out: np.ndarray | None = None) -> np.ndarray:
         """Samples of a planned block (pure: safe to call from several threads).

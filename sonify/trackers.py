@@ -77,7 +77,8 @@ from ._optional import require
 from ._tfevents import AudioEventFile
 from .norms import NormLog, RunDigest
 from .output import wav_in_memory
-from .rendering import SoundSettings, condensed_audio
+from .rendering import condensed_audio
+from .sound import SoundSettings
 from .sources import as_norm_log
 
 __all__ = ["AUDIO_TAG", "NORM_TAG", "TrackerLog", "log_audio", "tracker"]
