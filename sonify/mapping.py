@@ -33,6 +33,7 @@ array([ 440. , 1244.5, 3520. ])
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -124,9 +125,14 @@ class PitchMap:
         """The norms that sound at ``freqs`` (before quantization and clamping)."""
         raise NotImplementedError
 
-    def describe(self) -> dict:
+    def as_dict(self) -> dict:
         """The map's settings, for the run's metadata."""
         return {"preset": self.preset, **{k: v for k, v in self.__dict__.items()}}
+
+    def describe(self) -> dict:
+        """Deprecated: :meth:`as_dict` (``describe`` now always means one line of text)."""
+        warnings.warn("PitchMap.describe() is now as_dict()", DeprecationWarning, stacklevel=2)
+        return self.as_dict()
 
     preset = "custom"
 

@@ -34,16 +34,8 @@ from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
 from ._version import __version__
-from .capture import (
-    GradientCapture,
-    GroupSelector,
-    LayerSelector,
-    ParameterNorms,
-    ParamSelector,
-    group_layers,
-    layer_rows,
-    select_layers,
-)
+from .capture import GradientCapture, ParameterNorms, layer_rows
+from .layers import GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap
 from .normfile import NormLogWriter, log_paths
 from .norms import RunDigest, StepNorms
@@ -79,11 +71,11 @@ class Sonifier:
         ``audio_out/sonify-<date>-<time>.wav``.
     layers, params
         Which layers sound and which of their parameters count; see
-        :func:`sonify.capture.select_layers`.
+        :func:`sonify.layers.select_layers`.
     group : int, str, callable or None
         Merge layers into voices: a prefix depth, a regular expression or a
         function; ``"auto"`` (default) groups models with more than 16 layers
-        by module prefix. See :func:`sonify.capture.group_layers`.
+        by module prefix. See :func:`sonify.layers.group_layers`.
     scaler : torch.amp.GradScaler, optional
         The scaler of a mixed-precision loop. Norms are always those of the
         unscaled gradients; with the scaler given, a step it skips because of

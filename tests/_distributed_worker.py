@@ -22,7 +22,8 @@ import torch.distributed as dist
 from torch import nn
 
 import sonify
-from sonify.capture import GradientCapture, Layer, select_layers
+from sonify.capture import GradientCapture
+from sonify.layers import Layer, select_layers
 
 STEPS = 3
 

@@ -5,7 +5,8 @@ from torch import nn
 
 import sonify
 from sonify import SonifyError
-from sonify.capture import MAX_VOICES, GradientCapture, ParameterNorms, group_layers, layer_rows, select_layers
+from sonify.capture import GradientCapture, ParameterNorms, layer_rows
+from sonify.layers import MAX_VOICES, group_layers, select_layers
 
 
 def reference_norms(layers):
