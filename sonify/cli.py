@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from ._version import __version__
 from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
 from .mapping import PRESETS, SCALES
