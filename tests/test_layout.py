@@ -61,7 +61,7 @@ def _unit(module: str) -> str:
 
 def _imports(module: str, path: Path) -> list[tuple[str, int]]:
     """(imported sonify module, line) for every import of the package's own modules in ``path``."""
-    package_parts = module.split(".")[:-1] if not module.endswith("__init__") else module.split(".")[:-1]
+    package_parts = module.split(".")[:-1]  # the package a relative import starts from
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
