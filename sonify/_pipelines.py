@@ -54,7 +54,9 @@ class AudioPipeline:
         """Score, synthesize and write a block of steps (spikes found here unless given)."""
         self.write(self.sounder.score(norms, missing, accents))
 
-    def feed_blocks(self, blocks: Iterator[tuple[np.ndarray, ...]], workers: int | None = None) -> None:
+    def feed_blocks(
+        self, blocks: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]], workers: int | None = None
+    ) -> None:
         """Synthesize many blocks on a thread pool, writing them in order.
 
         Scoring and planning (pitches, phases) is sequential and cheap;

@@ -43,7 +43,7 @@ _LANE = 1024
 _SHIFT_TABLES: dict[int, list[list[int]]] = {}
 
 
-def _raw(register: int, data: bytes) -> int:
+def _raw(register: int, data: bytes | memoryview) -> int:
     """The CRC register after ``data``, one byte at a time (for short pieces)."""
     table = _TABLE_LIST
     for byte in data:

@@ -188,7 +188,7 @@ class GradientCapture:
         Returns True when any was replaced. Cheap enough to call whenever a gradient is missing.
         """
         changed = False
-        rebound = []
+        rebound: list = []
         for layer_index, layer in enumerate(self.layers):
             if not layer.sources:
                 rebound.extend(layer.parameters)
@@ -198,7 +198,8 @@ class GradientCapture:
                 new is not None for new in current
             ):
                 changed = True
-                layer = self.layers[layer_index] = Layer(layer.name, current, layer.parameter_names, layer.sources)
+                layer = Layer(layer.name, current, layer.parameter_names, layer.sources)  # type: ignore[arg-type]  # none is None
+                self.layers[layer_index] = layer
             rebound.extend(layer.parameters)
         if changed:
             self._bind(rebound)
@@ -279,6 +280,7 @@ class GradientCapture:
         # a torch.no_grad() object costs more than the rest of this bookkeeping.)
         enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
+        norms: Any
         try:
             if not self._half:
                 norms = torch._foreach_norm(grads, 2)
@@ -292,7 +294,7 @@ class GradientCapture:
         finally:
             torch._C._set_grad_enabled(enabled)
 
-    def _stacked(self, norms: Sequence[torch.Tensor], grads: list) -> torch.Tensor:
+    def _stacked(self, norms: Any, grads: list) -> torch.Tensor:
         """One tensor of the norms, on the first gradient's device, in a dtype that holds them all."""
         import torch
 
@@ -322,7 +324,7 @@ class GradientCapture:
         else:
             self._queue_floats(step, (values if values.is_cpu else values.cpu()).tolist(), index, grads)
 
-    def _queue_floats(self, step: int, norms: list, index: np.ndarray | None, grads: list | None) -> None:
+    def _queue_floats(self, step: int, norms: Any, index: np.ndarray | None, grads: list | None) -> None:
         """Queue a step's values, already on the host as Python floats.
 
         Python floats, not NumPy: right after a training step NumPy's code is
@@ -355,7 +357,7 @@ class GradientCapture:
         if local:
             local = [torch.view_as_real(g) if g.is_complex() else g for g in local]
             with torch.no_grad():
-                norms = torch._foreach_norm(local, 2, dtype=torch.float32) if not self._wide else None
+                norms: Any = torch._foreach_norm(local, 2, dtype=torch.float32) if not self._wide else None
                 if norms is None:
                     norms = [n.double() for n in torch._foreach_norm(local, 2)]
                 squares = torch.stack([n.to(torch.float64) for n in norms]).square()
@@ -440,7 +442,8 @@ def layer_rows(items: Sequence[StepNorms | ParameterNorms]) -> tuple[np.ndarray,
             pending.setdefault(id(item.segments), []).append(position)
     for positions in pending.values():
         values = np.array([items[p].norms for p in positions], dtype=np.float64)
-        for position, row in zip(positions, _combine(values, items[positions[0]].segments)):
+        segments = items[positions[0]].segments  # type: ignore[union-attr]  # a ParameterNorms, as sorted above
+        for position, row in zip(positions, _combine(values, segments)):
             rows[position] = row
     return steps, np.stack(rows) if rows else np.zeros((0, missing.shape[1] if missing.ndim == 2 else 0)), missing
 
@@ -490,7 +493,7 @@ def _is_dtensor(tensor: object) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def _replication(tensor: object) -> int:
+def _replication(tensor: Any) -> int:
     """On how many ranks of its mesh the local piece of a DTensor is repeated."""
     factor = 1
     for dim, placement in enumerate(tensor.placements):

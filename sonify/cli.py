@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from ._version import __version__
 from ._choices import DATASETS, OPTIMIZERS
 from ._errors import SonifyError
+from ._version import __version__
 from .mapping import PRESETS, SCALES
 from .normfile import log_paths
 from .output import SAMPLE_FORMATS, check_audio_path
@@ -661,9 +661,10 @@ def _follow(
             notice=notice,
         )
     except KeyboardInterrupt as interrupt:  # the usual way to stop following a file
-        report = getattr(interrupt, "report", None)
-        if report is None:
+        interrupted = getattr(interrupt, "report", None)
+        if interrupted is None:
             ctx.exit(130)
+        report = interrupted
     click.echo(f"sonify play: {report.describe()}")
 
 
@@ -747,7 +748,7 @@ def compare_command(
     if logs and (optimizers or lrs or batch_sizes):
         raise SonifyError("give norm logs to compare, or grid options (--optimizer/--lr/--batch-size), not both")
     if logs:
-        runs, audio_files = [load_norms(path) for path in logs], None
+        runs, audio_files = [load_norms(path) for path in logs], None  # type: ignore[assignment]
         for run in runs:
             if run.running:
                 click.echo(
@@ -789,13 +790,14 @@ def _train_grid(
     sound: SoundSettings,
     out_dir: Path,
     no_progress: bool,
-) -> tuple[list, list[Path]]:
+) -> tuple[list, list[Path | None]]:
     from ._progress import progress_bar
     from .experiment import ExperimentConfig, run_experiment
 
     device = _pick_device(torch_device)
     recording = SoundSettings(**{**sound.__dict__, "norm_range": None}) if sound.norm_range == "auto" else sound
-    logs, audio_files = [], []
+    logs: list = []
+    audio_files: list[Path | None] = []
     bar = progress_bar(len(grid) * steps, "compare", enabled=not no_progress)
     try:
         for optimizer, lr, batch_size in grid:

@@ -122,14 +122,14 @@ def _is_number(value: object) -> bool:
 
 
 def load_dataset(
-    name: str = "auto", data_dir: str | os.PathLike = "~/.cache/sonify", notice: Callable[[str], None] = print
+    name: str = "auto", data_dir: str | os.PathLike | None = None, notice: Callable[[str], None] = print
 ) -> tuple[torch.Tensor, torch.Tensor, str, str]:
     """Normalised training images (N, 1, 28, 28), labels, the data set's name and a description.
 
     ``"auto"`` tries MNIST and falls back to the offline digits, telling
     ``notice`` why in one line.
     """
-    data_dir = Path(data_dir).expanduser()
+    data_dir = Path("~/.cache/sonify" if data_dir is None else data_dir).expanduser()
     if name in ("auto", "mnist"):
         try:
             return _load_mnist(data_dir)

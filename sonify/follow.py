@@ -80,12 +80,13 @@ class _Run:
 
     def __init__(self, header: list[str], where: str) -> None:
         names = [name.strip().lstrip("\ufeff") for name in header]
-        self.step_column = next((i for i, name in enumerate(names) if name.lower() in STEP_COLUMNS), None)
-        if self.step_column is None or len(names) < 2:
+        step_column = next((i for i, name in enumerate(names) if name.lower() in STEP_COLUMNS), None)
+        if step_column is None or len(names) < 2:
             raise SonifyError(
                 f"{where}: expected a norm log header with a step column ({', '.join(STEP_COLUMNS)}) and one "
                 f"column per layer; found {names[:6]}"
             )
+        self.step_column = step_column
         self.columns = [i for i in range(len(names)) if i != self.step_column]
         self.layer_names = tuple(names[i] for i in self.columns)
         self.width = len(names)
@@ -95,10 +96,10 @@ class _Run:
         if len(cells) != self.width:
             return None
         try:
-            step, norms, missing = parse_row(cells, self.step_column, self.columns)
+            step, values, gaps = parse_row(cells, self.step_column, self.columns)
         except ValueError:
             return None
-        norms, missing = np.array(norms), np.array(missing)
+        norms, missing = np.array(values), np.array(gaps)
         if (norms[~missing] < 0).any():
             return None
         return step, norms, missing
@@ -452,10 +453,11 @@ def follow(
             else:
                 _, step, norms, missing = event
                 totals["steps"] += 1
+                assert player is not None, "rows come after their header"
                 player.push(step, norms, missing, time.perf_counter())
     except KeyboardInterrupt as interrupt:
         finish(drain=False)
-        interrupt.report = report()
+        interrupt.report = report()  # type: ignore[attr-defined]  # the CLI prints what was heard
         raise
     except BaseException:
         finish(drain=False)

@@ -14,6 +14,7 @@ import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def load_tensorboard(path: str | os.PathLike, tags: str = DEFAULT_TAG_PATTERN) -
     return NormLog(norms, missing, steps, names, {"source": f"tensorboard {path}", "tags": tags}, None)
 
 
-def _scalar_tags(accumulator: object, file: Path) -> list[str]:
+def _scalar_tags(accumulator: Any, file: Path) -> list[str]:
     events = accumulator.EventAccumulator(str(file))
     events.Reload()
     return events.Tags().get("scalars", [])

@@ -22,6 +22,7 @@ parameters' gradients. By default (``"auto"``) a model with more than
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -177,6 +178,10 @@ def _unwrapped(name: str) -> str:
     return ".".join(part for part in name.split(".") if part not in _WRAPPER_PARTS)
 
 
+def _at_depth(name: str, depth: int) -> str:
+    return _prefix(name, depth)
+
+
 def _prefix(name: str, depth: int) -> str:
     parts = [part for part in name.split(".") if part not in _WRAPPER_PARTS]
     return ".".join(parts[:depth]) or name
@@ -203,7 +208,7 @@ def _auto_groups(layers: list[Layer]) -> list[Layer]:
         return layers
     deepest = max(len(layer.name.split(".")) for layer in layers)
     for depth in range(deepest, 0, -1):
-        grouped = _merge(layers, lambda name, depth=depth: _prefix(name, depth))
+        grouped = _merge(layers, functools.partial(_at_depth, depth=depth))
         if len(grouped) <= MAX_VOICES:
             return grouped
     # Even the top-level modules are too many (a long Sequential): runs of consecutive layers.
@@ -234,7 +239,7 @@ def _chosen_modules(modules: dict, layers: LayerSelector) -> list[str]:
     if isinstance(layers, str):
         layers = [layers]
     chosen: list[str] = []
-    for pattern in layers:
+    for pattern in layers:  # type: ignore[union-attr]  # a module is callable: handled above
         matches = [name for name in modules if name and fnmatch.fnmatchcase(name, pattern)]
         if not matches:
             raise SonifyError(

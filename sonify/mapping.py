@@ -256,7 +256,8 @@ def get_map(
     if norm_range is not None:
         if not isinstance(pitch_map, LogMap):
             raise SonifyParameterError("a norm range applies to the 'log' mapping only; drop it or use {mapping}log")
-        pitch_map = replace(pitch_map, norm_range=tuple(norm_range))
+        low, high = norm_range
+        pitch_map = replace(pitch_map, norm_range=(low, high))
     if scale is not None:
         quantize(np.array([_A4]), scale)  # validates the name
         pitch_map = replace(pitch_map, scale=scale)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 from ._errors import SonifyIOError
 from ._files import check_new_file, create_exclusive, os_error_reason
@@ -93,7 +94,7 @@ def write_midi(
     for voice in range(voices):
         channel = _channel(voice)
         name = layer_names[voice] if voice < len(layer_names) else f"voice {voice}"
-        events: list[tuple[int, int, mido.Message]] = []  # (tick, order, message)
+        events: list[tuple[int, int, Any]] = []  # (tick, order, mido message)
         for control, value in ((101, 0), (100, 0), (6, int(BEND_RANGE)), (38, 0)):  # RPN 0: bend range
             events.append((0, 0, mido.Message("control_change", channel=channel, control=control, value=value)))
         offset = 0 if chord else voice * tone
@@ -140,7 +141,7 @@ def _note_and_bend(freq: float) -> tuple[int, int]:
     return note, max(-8192, min(8191, bend))
 
 
-def _track(mido: object, name: str, events: list) -> object:
+def _track(mido: Any, name: str, events: list) -> Any:
     track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
     now = 0
     for tick, _, message in sorted(events, key=lambda event: (event[0], event[1])):

@@ -167,6 +167,7 @@ class NormLogWriter:
     def _write(self, text: str) -> None:
         data = text.encode()
         start = self._size
+        assert self._fd is not None, "written after close"
         try:
             while data:  # os.write may write less than asked (signals, full disk)
                 written = os.write(self._fd, data)
@@ -260,17 +261,17 @@ def read_csv_log(path: Path, *, drop_incomplete: bool = False) -> NormLog:
     norms = np.empty((len(body), len(names)))
     missing = np.zeros(norms.shape, dtype=bool)
     for index, record in enumerate(body):
-        line = index + 2
+        number = index + 2
         if len(record) != len(header):
             raise SonifyError(
-                f"{csv_path}:{line}: expected {len(header)} fields (step + {len(names)} layers), found {len(record)}"
+                f"{csv_path}:{number}: expected {len(header)} fields (step + {len(names)} layers), found {len(record)}"
             )
         try:
             steps[index], norms[index], missing[index] = parse_row(record, step_column, layer_columns)
         except ValueError as exc:
-            raise SonifyError(f"{csv_path}:{line}: {exc} in {_shorten(record)}") from None
+            raise SonifyError(f"{csv_path}:{number}: {exc} in {_shorten(record)}") from None
         if index and steps[index] <= steps[index - 1]:
-            raise SonifyError(f"{csv_path}:{line}: step {steps[index]} does not follow step {steps[index - 1]}")
+            raise SonifyError(f"{csv_path}:{number}: step {steps[index]} does not follow step {steps[index - 1]}")
     if (norms[~missing] < 0).any():
         raise SonifyError(f"{csv_path}: negative norms found; a norm log holds L2 norms, which are >= 0")
     return NormLog(norms, missing, steps, names, metadata, csv_path)

@@ -34,6 +34,7 @@ import errno
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +211,7 @@ class _WavFile:
         header = header[:4] + struct.pack("<I", self.header_size - 8) + header[8:]
         self.data_bytes = 0  # bytes of samples on disk (possibly a partial frame after a failed write)
         self.closed = False
-        self._written_header = None
+        self._written_header: list[tuple[int, bytes]] | None = None
         try:
             _write_all(fd, header)
         except _PartialWrite as partial:
@@ -323,7 +324,7 @@ class _PartialWrite(Exception):
         self.done, self.cause = done, cause
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> int:
+def _write_all(fd: int, data: Any) -> int:
     """Write everything (``os.write`` may write less); on failure say how much got through."""
     if len(data) == 0:
         return 0

@@ -102,14 +102,18 @@ class Score:
         for item in fields(self):
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
-                value = np.where(np.isnan(value), None, value).tolist() if value.dtype.kind == "f" else value.tolist()
+                value = (
+                    [[None if v != v else v for v in row] for row in value.tolist()]
+                    if value.ndim == 2 and value.dtype.kind == "f"
+                    else value.tolist()
+                )
             values[item.name] = list(value) if isinstance(value, tuple) else value
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Score:
         """A score from :meth:`as_dict`'s output."""
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "steps": np.asarray(values["steps"], np.int64),
             "kind": np.asarray(values["kind"], np.uint8),
             **{

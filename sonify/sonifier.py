@@ -47,6 +47,8 @@ from .stream import DEFAULT_LATENCY
 if TYPE_CHECKING:
     import torch
 
+    from .trackers import TrackerLog
+
 __all__ = ["DEFAULT_OUT_DIR", "MAX_AUDIO_SECONDS", "Sonifier", "unique_out"]
 
 #: Where files go when no path is given.
@@ -379,42 +381,42 @@ class Sonifier:
             for item in ready:
                 self._recorder.put(item)
             if self._live is not None:
-                self._to_live(ready)
+                self._to_live(self._live, ready)
             if self._recorder.news:
                 self._report_news()
             if self._optimizer is not None and len(self._optimizer.param_groups) != self._groups_seen:
-                self._check_new_parameters()
+                self._check_new_parameters(self._optimizer)
         except Exception as exc:  # a bug or an odd model must not stop training: stop capturing instead
             self._capturing = False
             self._recorder.fail("capture", f"reading the gradients failed ({one_line(exc)})", step=self._steps)
             self._report_news()
         if self._trackers is not None:
-            self._poll_trackers()
+            self._poll_trackers(self._trackers)
 
-    def _poll_trackers(self) -> None:
+    def _poll_trackers(self, trackers: TrackerLog) -> None:
         try:
-            self._trackers.poll(self._steps)
+            trackers.poll(self._steps)
         except Exception as exc:  # the trackers stop; capture and the files go on
             self._trackers = None
             warn(f"sonify stopped logging to the trackers: {one_line(exc)}", stacklevel=4)
 
-    def _to_live(self, items: list[StepNorms]) -> None:
-        self._push_live(items)
-        if self._live.failure is not None:
-            self._report_live_failure()
+    def _to_live(self, live: LivePlayer, items: list[Any]) -> None:
+        self._push_live(live, items)
+        if live.failure is not None:
+            self._report_live_failure(live.failure)
         elif self._pace:
-            self._live.wait_for_pace(self._steps - self._live_step)
+            live.wait_for_pace(self._steps - self._live_step)
 
-    def _push_live(self, items: list[StepNorms]) -> None:
+    def _push_live(self, live: LivePlayer, items: list[Any]) -> None:
         now = time.perf_counter()
         for item in items:
-            self._live.push(*item, now)
+            live.push(item.step, item.norms, item.missing, now)
         if items:
             self._live_step = items[-1].step
 
-    def _check_new_parameters(self) -> None:
+    def _check_new_parameters(self, optimizer: torch.optim.Optimizer) -> None:
         """Say once if ``optimizer.add_param_group`` brought parameters that no layer records."""
-        groups = self._optimizer.param_groups
+        groups = optimizer.param_groups
         tracked = {id(p) for p in self._capture.parameters}
         names = {id(p): name for name, p in self._model.named_parameters()}
         new = [p for group in groups[self._groups_seen :] for p in group["params"] if id(p) not in tracked]
@@ -440,12 +442,12 @@ class Sonifier:
         for message in self._recorder.take_news():
             warn(message, stacklevel=5)
 
-    def _report_live_failure(self) -> None:
+    def _report_live_failure(self, failure: str) -> None:
         if "live" not in self._reported:
             self._reported.add("live")
             saved = "the WAV and norm log are still written" if self.files else "nothing is saved (no files asked for)"
             warn(
-                f"live audio stopped at step {self._steps}: {self._live.failure}; training continues and {saved}",
+                f"live audio stopped at step {self._steps}: {failure}; training continues and {saved}",
                 stacklevel=5,
             )
 
@@ -477,10 +479,10 @@ class Sonifier:
         for item in remaining:
             self._recorder.put(item)
         if self._live is not None:
-            self._guarded("live sound", self._push_live, remaining)
+            self._guarded("live sound", self._push_live, self._live, remaining)
             self.live_report = self._guarded("live sound", self._live.close, drain=drain)
             if self.live_report is not None and self.live_report.failure is not None:
-                self._report_live_failure()
+                self._report_live_failure(self.live_report.failure)
         self._recorder.close()
         if self._audio is not None and "audio" not in self._recorder.failures:
             self._guarded("audio", self._audio.close)
@@ -502,12 +504,18 @@ class Sonifier:
 
     def _listeners(self) -> list:
         """What the recorder gives every block of rows to: the digest, and the trackers' norm rows."""
-        listeners = []
+        listeners: list[Callable[..., None]] = []
         if self._digest is not None:
             listeners.append(self._digest.add)
         if self._trackers is not None:
             trackers, names = self._trackers, tuple(self.layer_names)
-            listeners.append(lambda steps, norms, missing, accents: trackers.add_rows(steps, norms, missing, names))
+
+            def send_rows(
+                steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None
+            ) -> None:
+                trackers.add_rows(steps, norms, missing, names)
+
+            listeners.append(send_rows)
         return listeners
 
     def _condense_audio(self) -> None:
@@ -708,7 +716,7 @@ class _Recorder:
         audio: AudioPipeline | None,
         flush_interval: float,
         sounder: Sounder,
-        listeners: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]] = (),
+        listeners: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], None]] = (),
         audio_limit: int | None = None,
     ) -> None:
         #: Frames the audio file may hold while training runs; past them it is cut (see ``audio_cut``).

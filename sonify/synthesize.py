@@ -368,7 +368,7 @@ class Synthesizer:
     def _alarm_wave(self) -> np.ndarray:
         t = np.arange(self.tone_samples) / self.sample_rate
         partials = [f for f in ALARM_PARTIALS_HZ if f < self.max_freq]
-        wave = 0.6 * self.amplitude * sum(np.sin(2.0 * math.pi * f * t) for f in partials)
+        wave = 0.6 * self.amplitude * np.sum([np.sin(2.0 * math.pi * f * t) for f in partials], axis=0)
         wave[: self._fade.size] *= self._fade
         wave[self.tone_samples - self._fade.size :] *= self._fade[::-1]
         return wave.astype(np.float32)

@@ -38,7 +38,7 @@ def _lightning() -> Any:
         raise
 
 
-_pl = _lightning()
+_pl: Any = _lightning()
 
 __all__ = ["SonifyCallback"]
 

@@ -33,7 +33,7 @@ from .._errors import warn
 from .._optional import require
 from ._holder import _SonifierHolder
 
-_transformers = require("transformers", extra="transformers", purpose="sonify's Trainer callback")
+_transformers: Any = require("transformers", extra="transformers", purpose="sonify's Trainer callback")
 
 __all__ = ["SonifyTrainerCallback"]
 
