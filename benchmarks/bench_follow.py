@@ -9,7 +9,7 @@
    follower's peak memory (at 10 s and at the end: bounded means equal), the
    share of rows skipped to keep up, underruns, and the NaN alarms heard.
 
-Needs the private PulseAudio server of the tests (``tests/_virtual_audio.py``).
+Needs the private PulseAudio server of the tests (``tests/helpers/virtual_audio.py``).
 
     python benchmarks/bench_follow.py [--smoke]
 """
@@ -29,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import machine, parse_args, table
-from _virtual_audio import SoundServer
 from bench_live import find_frames, sound_server
 
 import sonify
+from helpers.virtual_audio import SoundServer
 from sonify.synthesize import ALARM_PARTIALS_HZ
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +56,8 @@ def rows(count: int) -> np.ndarray:
 
 
 def expected(norms: np.ndarray) -> list[np.ndarray]:
-    synth, spikes = SOUND.synthesizer(norms.shape[1]), SOUND.spike_detector(norms.shape[1])
-    frames = []
-    for row in norms:
-        frames.append(synth.synthesize(SOUND.pitch_map()(row[None]), None, spikes(row[None])))
-    return frames
+    sounder = SOUND.sounder(norms.shape[1])
+    return [sounder.sound(row[None], np.zeros((1, norms.shape[1]), bool)) for row in norms]
 
 
 def latency(server: SoundServer, mode: str, count: int, workdir: Path) -> np.ndarray:
@@ -137,7 +134,7 @@ def fast_writer(server: SoundServer, seconds: float, workdir: Path) -> dict:
     synth = SOUND.synthesizer(4)
     voiced = np.flatnonzero(recording.samples)
     heard = recording.samples[voiced[0] :]
-    from conftest import spectral_peaks
+    from helpers import spectral_peaks
 
     alarms, last = 0, -synth.step_samples
     for start in range(0, len(heard) - synth.tone_samples, synth.tone_samples // 4):  # any alignment

@@ -14,7 +14,7 @@
    in the recording.
 
 Needs a sound card: it uses ``$PULSE_SERVER`` when set, else starts a private
-virtual one (``tests/_virtual_audio.py``, packages from ``scripts/setup.sh``).
+virtual one (``tests/helpers/virtual_audio.py``, packages from ``scripts/setup.sh``).
 
     python benchmarks/bench_live.py [--smoke]
 """
@@ -34,9 +34,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import interleaved, machine, parse_args, ratio_rows, table
-from _virtual_audio import SoundServer
 
 import sonify
+from helpers.virtual_audio import SoundServer
 from sonify.experiment import REFERENCE_LAYERS, LeNet
 
 

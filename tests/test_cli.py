@@ -5,11 +5,11 @@ import time
 import numpy as np
 import pytest
 import soundfile
-from _virtual_audio import SoundServer
 from click.testing import CliRunner
 
 import sonify
-from conftest import ROOT, frames_played, run_sonify, start_sonify, wait_for_rows
+from helpers import ROOT, frames_played, run_sonify, start_sonify, wait_for_rows
+from helpers.virtual_audio import SoundServer
 from sonify.cli import main
 from sonify.normfile import NormLogWriter
 

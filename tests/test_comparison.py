@@ -7,7 +7,7 @@ import pytest
 import soundfile
 
 import sonify
-from conftest import run_sonify
+from helpers import run_sonify
 from sonify.comparison import compare, comparison_figure, marker
 from sonify.norms import NormLog
 

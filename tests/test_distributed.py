@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import sonify
-from conftest import ROOT
+from helpers import ROOT
 
 WORKER = ROOT / "tests" / "_distributed_worker.py"
 

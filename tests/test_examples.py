@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 import sonify
-from conftest import ROOT
+from helpers import ROOT
 
 
 def run_example(name, *args, env=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_sonify
+from helpers import ROOT, run_sonify
 from sonify import SonifyError, SonifyWarning
 from sonify.experiment import ExperimentConfig, LeNet, _batches, load_dataset, run_experiment
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sonify
-from conftest import ROOT, make_model, run_sonify, start_sonify, train, wait_for_rows
+from helpers import ROOT, make_model, run_sonify, start_sonify, train, wait_for_rows
 from sonify import SonifyError, SonifyWarning
 from sonify.cli import main
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sonify
-from conftest import ROOT, frames_played, run_sonify, start_sonify
+from helpers import ROOT, frames_played, run_sonify, start_sonify
 
 SOUND = sonify.SoundSettings()
 
@@ -46,12 +46,11 @@ def stop(follower):
 
 def expected_frames(norms, missing=None):
     """What the live player must have played for these rows, one step at a time."""
-    synth, spikes = SOUND.synthesizer(norms.shape[1]), SOUND.spike_detector(norms.shape[1])
+    sounder = SOUND.sounder(norms.shape[1])
     missing = np.zeros(norms.shape, bool) if missing is None else missing
     frames = []
     for row, gaps in zip(norms, missing):
-        accent = spikes(row[None], gaps[None])
-        frames.append(synth.synthesize(SOUND.pitch_map()(row[None]), gaps[None], accent))
+        frames.append(sounder.sound(row[None], gaps[None]))
     return frames
 
 
@@ -226,7 +225,7 @@ def test_wait_needs_follow(tmp_path):
 def test_render_and_compare_of_a_run_still_being_written(tmp_path):
     import torch
 
-    from conftest import make_model, train
+    from helpers import make_model, train
 
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import sonify
-from conftest import ROOT, decoded, tensorboard_events
+from helpers import ROOT, decoded, tensorboard_events
 from sonify.rendering import condensed_audio
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sonify
-from conftest import ROOT
+from helpers import ROOT
 from sonify.midi import ALARM_NOTE, SPIKE_VELOCITY, TICKS_PER_TONE
 
 mido = pytest.importorskip("mido")

@@ -10,7 +10,7 @@ import soundfile
 import torch
 
 import sonify
-from conftest import spectral_peaks
+from helpers import spectral_peaks
 from sonify.norms import NormLog
 from sonify.synthesize import ALARM_PARTIALS_HZ
 

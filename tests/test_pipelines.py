@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 import sonify
-from conftest import is_alarm, spectral_peaks
+from helpers import is_alarm, spectral_peaks
 from sonify._pipelines import LivePlayer, newest_keeping_alarms
 
 SOUND = sonify.SoundSettings()
@@ -27,7 +27,7 @@ def test_newest_step_is_played_and_skipped_alarms_are_kept():
 
 
 def test_training_faster_than_the_sound_is_followed_closely(sound_server):
-    player = LivePlayer(SOUND, 2, SOUND.pitch_map(), device="pulse")
+    player = LivePlayer(SOUND.sounder(2), device="pulse")
     player.timeline = []
     with sound_server.capture() as recording:
         for step in range(1, 401):  # about 400 steps/s; the sound manages 25/s
@@ -49,7 +49,7 @@ def test_training_faster_than_the_sound_is_followed_closely(sound_server):
 
 
 def test_a_spike_in_a_skipped_step_is_still_heard_live(sound_server):
-    player = LivePlayer(SOUND, 2, SOUND.pitch_map(), device="pulse")
+    player = LivePlayer(SOUND.sounder(2), device="pulse")
     player.timeline = []
     rng = np.random.default_rng(3)
     with sound_server.capture() as recording:

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 import sonify
-from conftest import ROOT, decode_tones, frames_played, is_alarm
+from helpers import ROOT, decode_tones, frames_played, is_alarm
 from sonify.normfile import NormLogWriter
 from sonify.playback import play
 

@@ -4,7 +4,7 @@ import soundfile
 import torch
 
 import sonify
-from conftest import decode_tones, refine_tones, spectral_peaks
+from helpers import decode_tones, refine_tones, spectral_peaks
 from sonify import SonifyError
 from sonify.normfile import NormLogWriter
 from sonify.rendering import BLOCK_STEPS, SoundSettings, render

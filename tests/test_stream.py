@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, frames_played, run_sonify
+from helpers import ROOT, frames_played, run_sonify
 from sonify.stream import LiveStream, LiveStreamError, output_devices, resolve_output_device
 
 RATE = 44100

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import sonify
-from conftest import decode_tones, spectral_peaks
+from helpers import decode_tones, spectral_peaks
 from sonify import SonifyError
 from sonify.mapping import get_map
 from sonify.synthesize import ALARM_PARTIALS_HZ, Synthesizer
@@ -150,7 +150,7 @@ def test_unknown_mode_is_a_clear_error():
 
 
 def test_an_accented_tone_is_brighter_but_keeps_its_pitch_and_never_outshouts_the_alarm():
-    from conftest import spectral_peaks
+    from helpers import spectral_peaks
 
     synth = Synthesizer(3, tone_duration=0.03)
     freqs = np.array([[600.0, 600.0, np.nan]])

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import sonify
-from conftest import decoded, tensorboard_events, wandb_history
+from helpers import decoded, tensorboard_events, wandb_history
 from sonify.rendering import condensed_audio
 from sonify.trackers import AUDIO_TAG, log_audio, tracker
 

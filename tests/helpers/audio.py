@@ -1,0 +1,109 @@
+"""Reading back what was played or rendered: tones, pitches, alarms, frames."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile
+
+
+def decode_tones(audio: np.ndarray, sample_rate: int, n_voices: int, tone_samples: int, gap_samples: int) -> np.ndarray:
+    """Estimate the frequency of every tone slot from the samples alone.
+
+    Each slot's samples are windowed and zero-padded; the spectral peak is
+    refined by parabolic interpolation. Returns (steps, voices) in Hz.
+    """
+    step = n_voices * tone_samples + gap_samples
+    steps = len(audio) // step
+    slots = audio[: steps * step].reshape(steps, step)[:, : n_voices * tone_samples]
+    slots = slots.reshape(steps, n_voices, tone_samples) * np.hanning(tone_samples)
+    size = 1 << 16
+    spectrum = np.abs(np.fft.rfft(slots, n=size, axis=-1))
+    peak = spectrum.argmax(axis=-1)
+    peak = np.clip(peak, 1, spectrum.shape[-1] - 2)
+    left = np.take_along_axis(spectrum, (peak - 1)[..., None], -1)[..., 0]
+    middle = np.take_along_axis(spectrum, peak[..., None], -1)[..., 0]
+    right = np.take_along_axis(spectrum, (peak + 1)[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):  # silent slots
+        offset = np.nan_to_num(0.5 * (left - right) / (left - 2 * middle + right))
+    return (peak + offset) * sample_rate / size
+
+
+def refine_tones(audio: np.ndarray, synth, estimates: np.ndarray) -> np.ndarray:
+    """Sharpen :func:`decode_tones` estimates by least squares: the frequency whose sinusoid, under the
+    tone's raised-cosine fades, best explains each slot's samples. Exact for a lone faded sine."""
+    from scipy.optimize import minimize_scalar
+
+    n = synth.tone_samples
+    fade = round(0.002 * synth.sample_rate)  # the default fade, as the synthesizer applies it
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
+    envelope = np.ones(n)
+    envelope[:fade], envelope[n - fade :] = ramp, ramp[::-1]
+    t = np.arange(n) / synth.sample_rate
+    refined = np.array(estimates, dtype=float)
+    for row, voice in np.ndindex(refined.shape):
+        start = row * synth.step_samples + voice * n
+        slot = audio[start : start + n].astype(float)
+        if not np.any(slot):
+            continue
+
+        def residual(freq, slot=slot):
+            basis = envelope[:, None] * np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], 1)
+            coef, *_ = np.linalg.lstsq(basis, slot, rcond=None)
+            return float(np.sum((slot - basis @ coef) ** 2))
+
+        guess = refined[row, voice]
+        refined[row, voice] = minimize_scalar(
+            residual, bounds=(guess * 0.995, guess * 1.005), method="bounded", options={"xatol": 1e-6}
+        ).x
+    return refined
+
+
+def spectral_peaks(slot: np.ndarray, sample_rate: int, threshold: float = 0.25) -> list[float]:
+    """Frequencies of the local maxima above ``threshold`` x the largest."""
+    size = 1 << 15
+    spectrum = np.abs(np.fft.rfft(slot * np.hanning(len(slot)), n=size))
+    top = spectrum.max()
+    peaks = [
+        i
+        for i in range(1, len(spectrum) - 1)
+        if spectrum[i] >= threshold * top and spectrum[i] >= spectrum[i - 1] and spectrum[i] > spectrum[i + 1]
+    ]
+    return [i * sample_rate / size for i in peaks]
+
+
+def frames_played(captured: np.ndarray, expected_frames: list[np.ndarray], atol: float = 1e-5) -> list[int]:
+    """Where each expected frame starts in a capture, in order (samples equal within ``atol``).
+
+    ``atol`` allows for float32 rounding when the same sound is synthesized in
+    other block sizes; the capture itself is bit-exact.
+
+    Live playback may put silence between frames (training slower than the
+    sound), never inside one, so each frame is looked for after the previous.
+    """
+    starts, position = [], 0
+    for frame in expected_frames:
+        lead = int(np.flatnonzero(frame)[0])
+        rest = np.flatnonzero(captured[position:])
+        assert rest.size, f"frame {len(starts)} never played"
+        start = position + int(rest[0]) - lead
+        np.testing.assert_allclose(
+            captured[start : start + len(frame)], frame, rtol=0, atol=atol, err_msg=f"frame {len(starts)}"
+        )
+        starts.append(start)
+        position = start + len(frame)
+    return starts
+
+
+def decoded(data: bytes) -> np.ndarray:
+    samples, _ = soundfile.read(io.BytesIO(data), dtype="float32")
+    return samples
+
+
+def is_alarm(slot, sample_rate=44100):
+    """Whether a slot of sound is the alarm chord (its three partials and nothing else)."""
+    from sonify.synthesize import ALARM_PARTIALS_HZ
+
+    peaks = spectral_peaks(slot, sample_rate, threshold=0.3)
+    return len(peaks) == 3 and all(abs(p - f) < 15 for p, f in zip(peaks, ALARM_PARTIALS_HZ))
