@@ -7,6 +7,7 @@ computed from a whole log (:meth:`sonify.NormLog.stats`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,49 @@ class RunStats:
             "steps_without_gradient": dict(zip(self.layer_names, self.missing_counts.tolist())),
             "norm_ranges": {k: list(v) if v else None for k, v in self.ranges().items()},
         }
+
+    def summary(
+        self, title: str, files: Sequence[Path], extra: dict[str, str] | None = None, no_files: str = "none"
+    ) -> str:
+        """The run's summary as lines of text: ``title``, the steps, ``extra`` lines, spikes, NaN/Inf, ranges, files.
+
+        Examples
+        --------
+        >>> stats = RunStats(["fc"])
+        >>> stats.update(np.array([1, 2]), np.array([[0.5], [np.nan]]), np.zeros((2, 1), bool))
+        >>> print(stats.summary("run: done", []))
+        run: done
+          steps: 2
+          spikes: none
+          NaN/Inf: 1 steps, first at step 2 (fc); they sound as the alarm
+          gradient norm range per layer:
+            fc  0.5 .. 0.5
+          files: none
+        """
+        lines = [title, f"  steps: {self.steps}"]
+        for key, value in (extra or {}).items():
+            lines.append(f"  {key}: {value}")
+        if self.first_spike_step is None:
+            lines.append("  spikes: none")
+        else:
+            factor = f", {self.first_spike_factor:.3g}x its running median" if self.first_spike_factor else ""
+            lines.append(
+                f"  spikes: {self.spike_steps} steps, first at step {self.first_spike_step} "
+                f"({', '.join(self.first_spike_layers)}{factor}); they sound accented"
+            )
+        if self.first_nonfinite_step is None:
+            lines.append("  NaN/Inf: none")
+        else:
+            lines.append(
+                f"  NaN/Inf: {self.nonfinite_steps} steps, first at step {self.first_nonfinite_step} "
+                f"({', '.join(self.first_nonfinite_layers)}); they sound as the alarm"
+            )
+        width = max(len(name) for name in self.layer_names)
+        lines.append("  gradient norm range per layer:")
+        for name, span in self.ranges().items():
+            text = f"{span[0]:.4g} .. {span[1]:.4g}" if span else "no finite norm"
+            gaps = self.missing_counts[self.layer_names.index(name)]
+            lines.append(f"    {name:<{width}}  {text}" + (f"  (no gradient at {gaps} steps: rests)" if gaps else ""))
+        lines.append("  files:" if files else f"  files: {no_files}")
+        lines.extend(f"    {path}" for path in files)
+        return "\n".join(lines)
