@@ -40,6 +40,7 @@ from .mapping import PitchMap
 from .normfile import NormLogWriter, log_paths
 from .norms import RunDigest, StepNorms
 from .output import check_audio_path
+from .rendering import render
 from .sound import Sounder, SoundSettings
 from .stats import RunStats
 from .stream import DEFAULT_LATENCY
@@ -84,7 +85,10 @@ class Sonifier:
         inf/NaN gradients (``optimizer.step()`` does not run then) is still
         recorded, and sounds the alarm.
     sound : SoundSettings, optional
-        Mapping, timing and sample format.
+        Mapping, timing and sample format. With ``norm_range="auto"`` the
+        pitch range is fitted to the whole run: the audio file is made from
+        the norm log when the run ends (live sound, meanwhile, uses the map's
+        default range).
     mapping : str or PitchMap, optional
         Shortcut that overrides ``sound.mapping``.
     audio : bool
@@ -230,8 +234,17 @@ class Sonifier:
         self.sound = sound or SoundSettings()
         if mapping is not None:
             self.sound = self.sound.replace(mapping=mapping)
-        pitch_map = self.sound.pitch_map()
-        sounder = self.sound.sounder(len(self.layers), pitch_map)  # the run's one sound path: spikes, then audio
+        # norm_range="auto" fits the pitch range to the whole run: the audio file is made from the norm log at
+        # close; while training (live sound) the map's default range plays.
+        self._audio_from_log = audio and self.sound.norm_range == "auto"
+        if self._audio_from_log and not log:
+            raise SonifyParameterError(
+                "norm_range='auto' makes the audio file from the norm log when the run ends; keep log=True, "
+                "or give fixed bounds"
+            )
+        recording = self.sound.replace(norm_range=None) if self.sound.norm_range == "auto" else self.sound
+        pitch_map = recording.pitch_map()
+        sounder = recording.sounder(len(self.layers), pitch_map)  # the run's one sound path: spikes, then audio
         self.rank = _rank()
         if self.rank != 0:  # only rank 0 writes and plays
             live, pace, audio, log = False, False, False, False
@@ -260,6 +273,7 @@ class Sonifier:
             **(metadata or {}),
         }
         self._model = model
+        self._overwrite = overwrite
         self._optimizer = target
         self._pace = pace
         self._live_step = 0  # last step handed to the live player
@@ -279,7 +293,7 @@ class Sonifier:
         # One digest of the run feeds the trackers' sound and the bounded audio file: rows for the longer.
         digest_rows = [int(audio_seconds / step_duration)] if trackers is not None else []
         self.max_audio_seconds = max_audio_seconds
-        if audio and max_audio_seconds is not None:
+        if audio and max_audio_seconds is not None and not self._audio_from_log:
             digest_rows.append(int(max_audio_seconds / step_duration) // 2)
         self._digest = RunDigest(self.layer_names, rows=max(1, *digest_rows)) if digest_rows else None
         self._trackers = (  # only rank 0 logs: other ranks' loggers are placeholders
@@ -299,7 +313,7 @@ class Sonifier:
                 )
                 if live
                 else None
-            )
+            )  # (a live sounder of its own: live sound skips steps, the file's sound does not)
             if self._live is not None:
                 stack.callback(self._live.close, drain=False)
             self._writer = (
@@ -309,7 +323,7 @@ class Sonifier:
                 stack.callback(_discard, self._writer.close, self.log_path, self.meta_path)
             self._audio = (
                 AudioPipeline(sounder, self.audio_path, sample_format=self.sound.sample_format, overwrite=overwrite)
-                if audio
+                if audio and not self._audio_from_log
                 else None
             )
             if self._audio is not None:
@@ -497,6 +511,8 @@ class Sonifier:
                 self._recorder.failures.setdefault(f"tracker {name}", reason)
         if self._writer is not None:
             self._writer.close()
+            if self._audio_from_log and "norm log" not in self._recorder.failures:
+                self._guarded("audio", self._render_from_log)
             if "norm log" not in self._recorder.failures:
                 self._guarded("summary", self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
@@ -524,7 +540,6 @@ class Sonifier:
         Written beside it under a hidden name, then moved over it: a reader
         (or a failure half-way) sees the old file or the new one, never half of one.
         """
-        from .rendering import render
 
         assert self._digest is not None and self.max_audio_seconds is not None
         path = self.audio_path
@@ -551,6 +566,23 @@ class Sonifier:
             "steps_per_tone": self._digest.window,
             "seconds": round(result.duration, 3),
         }
+
+    def _render_from_log(self) -> None:
+        """The audio file of a ``norm_range="auto"`` run: the whole norm log, with the range fitted to it."""
+        result = render(
+            self.log_path,
+            self.audio_path,
+            sound=self.sound,
+            duration=self.max_audio_seconds,
+            overwrite=self._overwrite,
+            drop_incomplete=True,
+        )
+        if result.windows is not None:
+            self.audio_condensed = {
+                "steps": result.steps,
+                "steps_per_tone": math.ceil(result.steps / result.windows),
+                "seconds": round(result.duration, 3),
+            }
 
     def log_audio(self, target: Any, *, max_seconds: float = 60.0, norms: bool = False) -> list[str]:
         """Send the run so far (its norm log) to an experiment tracker: the sound, and the norms if asked.
@@ -604,7 +636,7 @@ class Sonifier:
     def files(self) -> list[Path]:
         """The files this Sonifier writes."""
         logs = [self.log_path, self.meta_path] if self._writer is not None else []
-        return logs + ([self.audio_path] if self._audio is not None else [])
+        return logs + ([self.audio_path] if self._audio is not None or self._audio_from_log else [])
 
     def __enter__(self) -> Sonifier:
         return self

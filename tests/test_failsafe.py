@@ -278,7 +278,7 @@ TRAIN_OPTIONS = ["--lr", "--momentum", "--batch-size", "--steps", "--seed", "--l
 def test_every_numeric_train_option_is_parsed_at_the_boundary(option, value):
     import click
 
-    from sonify.cli import train as train_command
+    from sonify.cli.train import train as train_command
 
     try:
         context = train_command.make_context("train", [option, value])

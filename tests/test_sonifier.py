@@ -717,3 +717,23 @@ def test_max_audio_seconds_none_keeps_every_step_and_bad_values_are_refused(tmp_
     with pytest.raises(sonify.SonifyParameterError, match="max_audio_seconds=0 is invalid"):
         sonify.Sonifier(model, optimizer, out=tmp_path / "bad.wav", max_audio_seconds=0)
     assert not (tmp_path / "bad.wav").exists()
+
+
+def test_norm_range_auto_makes_the_audio_from_the_whole_log_at_close(tmp_path):
+    """The one two-pass of a fitted range: record the log, render it once when the run ends (CLI and library)."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    sound = sonify.SoundSettings(norm_range="auto")
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "fit.wav", sound=sound) as son:
+        assert not (tmp_path / "fit.wav").exists()  # nothing to fit to yet
+        train(model, optimizer, 30)
+    assert son.files == [tmp_path / "fit.norms.csv", tmp_path / "fit.norms.json", tmp_path / "fit.wav"]
+    written, _ = soundfile.read(tmp_path / "fit.wav", dtype="float32")
+    sonify.render(tmp_path / "fit.norms.csv", tmp_path / "again.wav", sound=sound)
+    expected, _ = soundfile.read(tmp_path / "again.wav", dtype="float32")
+    np.testing.assert_array_equal(written, expected)
+    fitted = sound.pitch_map(sonify.load_norms(tmp_path / "fit.norms.csv").norms)
+    assert fitted.norm_range != sonify.SoundSettings().pitch_map().norm_range  # really fitted to this run
+    with pytest.raises(sonify.SonifyParameterError, match="norm log when the run ends"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "x.wav", sound=sound, log=False)
+    assert not (tmp_path / "x.wav").exists()

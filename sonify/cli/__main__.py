@@ -1,0 +1,5 @@
+"""``python -m sonify.cli``: the same as the ``sonify`` command."""
+
+from . import main
+
+main()
