@@ -40,6 +40,7 @@ from ._errors import SonifyError, SonifyParameterError
 from .importers import DEFAULT_TAG_PATTERN, layer_of
 from .normfile import STEP_COLUMNS, parse_row, split_csv_line
 from .sound import SoundSettings
+from .sources import SourceKind, source_kind
 from .stream import DEFAULT_LATENCY, resolve_output_device
 
 __all__ = ["FollowReport", "follow"]
@@ -247,7 +248,7 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
             raise SonifyError(f"{path} did not appear within {wait:g} s; check the path, or give a longer {{wait}}")
         time.sleep(0.1)
         yield None
-    if path.is_file() and not path.name.endswith(".csv") and "tfevents" not in path.name:
+    if source_kind(path) is SourceKind.CSV:  # what appeared is a log after all
         yield from _csv_events(_lines_of_file(path, wait, notice), str(path), {"bad": 0})
         return
     tail = ScalarTail(path)
@@ -403,12 +404,13 @@ def follow(
     totals = {"runs": 0, "steps": 0, "played": 0, "skipped": 0, "underruns": 0, "bad": 0}
     resolve_output_device(output_device)  # no sound card is said now, not when the first row arrives
     path = Path(source)
-    if str(source) == "-":
+    kind = source_kind(source)
+    if kind is SourceKind.STDIN:
         events = _csv_events(_lines_of_stream(stdin or sys.stdin), label, totals)
-    elif path.exists() and not (path.is_file() or path.is_dir()):  # a FIFO, `<(ssh box tail -f ...)`
+    elif kind is SourceKind.PIPE:  # a FIFO, `<(ssh box tail -f ...)`
         opener = functools.partial(open, path, encoding="utf-8", errors="replace")  # opened (and closed) by the reader
         events = _csv_events(_lines_of_stream(opener), label, totals)
-    elif path.is_dir() or "tfevents" in path.name or (not path.exists() and not path.name.endswith(".csv")):
+    elif kind is SourceKind.TENSORBOARD:  # also a run folder that training has not made yet
         events = _tensorboard_events(path, tags, wait, notice)
     else:
         events = _csv_events(_lines_of_file(path, wait, notice), label, totals)
