@@ -26,6 +26,7 @@ from .norms import NormLog, NormPresenter, set_presenter
 from .output import wav_in_memory
 from .rendering import condensed_audio
 from .sound import SoundSettings
+from .stats import RunStats
 
 __all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "wav_bytes"]
 
@@ -54,12 +55,12 @@ def audio(log: NormLog, sound: SoundSettings | None = None, max_seconds: float =
     return display.Audio(data=data)
 
 
-def log_html(log: NormLog) -> str:
-    """Summary line and player for a norm log."""
-    data, seconds = wav_bytes(log)
-    stats = log.stats()
+def log_html(log: NormLog, sound: SoundSettings | None = None, stats: RunStats | None = None) -> str:
+    """Summary line and player for a norm log (``stats``: the run's exact totals, when ``log`` is condensed)."""
+    data, seconds = wav_bytes(log, sound)
+    stats = stats or log.stats()
     alarm = f", NaN/Inf from step {stats.first_nonfinite_step}" if stats.first_nonfinite_step is not None else ""
-    return player_html(data, f"{len(log)} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound")
+    return player_html(data, f"{stats.steps} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound")
 
 
 class _NotebookPresenter(NormPresenter):

@@ -17,31 +17,30 @@ import datetime as _dt
 import html
 import math
 import os
-import queue
 import shutil
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from . import _messages
 from ._errors import SonifyError, SonifyParameterError, one_line, renamed_keyword, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
+from ._messages import Part
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
+from ._recorder import AudioSink, NormLogSink, Recorder, Sink, TrackerSink
 from ._version import __version__
-from .capture import GradientCapture, ParameterNorms, layer_rows
+from .capture import GradientCapture
 from .layers import GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap
 from .normfile import NormLogWriter, log_paths
-from .norms import RunDigest, StepNorms
+from .norms import RunDigest
+from .notebook import audio as notebook_audio
+from .notebook import log_html
 from .output import check_audio_path
 from .rendering import render
-from .sound import Sounder, SoundSettings
+from .sound import SoundSettings
 from .stats import RunStats
 from .stream import DEFAULT_LATENCY
 
@@ -204,36 +203,16 @@ class Sonifier:
     ) -> None:
         import torch
 
-        output_device = renamed_keyword("device", device, "output_device", output_device)
+        from .trackers import check_options
 
-        # -- validate everything first: nothing is created for a bad argument --
-        if not isinstance(model, torch.nn.Module):
-            raise SonifyParameterError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-        target = unwrap_optimizer(optimizer) if optimizer is not None else None
-        if scaler is not None and target is None:
-            raise SonifyParameterError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
-        if scaler is not None and not callable(getattr(scaler, "step", None)):
-            raise SonifyParameterError(
-                f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
-            )
-        if not isinstance(during_backward, bool):
-            raise SonifyParameterError(f"during_backward={during_backward!r} is invalid; give True or False")
-        if pace and not live:
-            raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
-        if max_audio_seconds is not None and not (
-            isinstance(max_audio_seconds, (int, float)) and math.isfinite(max_audio_seconds) and max_audio_seconds > 0
-        ):
-            raise SonifyParameterError(
-                f"max_audio_seconds={max_audio_seconds!r} is invalid; give a positive number of seconds, or None"
-            )
-        for name, value in (("flush_interval", flush_interval), ("latency", latency)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise SonifyParameterError(f"{name}={value!r} is invalid; give a positive number of seconds")
+        output_device = renamed_keyword("device", device, "output_device", output_device)
+        # -- 1. check every option: nothing is created for a bad argument --
+        target = _checked_optimizer(model, optimizer, scaler)
+        _check_options(during_backward, live, pace, max_audio_seconds, flush_interval, latency)
+        check_options(log_audio_every_n_steps, audio_seconds)
         self.layers = group_layers(select_layers(model, layers, params), group)
         self.layer_names = [layer.name for layer in self.layers]
-        self.sound = sound or SoundSettings()
-        if mapping is not None:
-            self.sound = self.sound.replace(mapping=mapping)
+        self.sound = (sound or SoundSettings()).replace(**({} if mapping is None else {"mapping": mapping}))
         # norm_range="auto" fits the pitch range to the whole run: the audio file is made from the norm log at
         # close; while training (live sound) the map's default range plays.
         self._audio_from_log = audio and self.sound.norm_range == "auto"
@@ -248,18 +227,9 @@ class Sonifier:
         self.rank = _rank()
         if self.rank != 0:  # only rank 0 writes and plays
             live, pace, audio, log = False, False, False, False
-        if out is None:
-            self.audio_path = unique_out(DEFAULT_OUT_DIR / f"sonify-{_dt.datetime.now():%Y%m%d-%H%M%S}.wav")
-        else:
-            self.audio_path = Path(out)
-            if not audio or not log:  # only the suffix; existing files are checked below for what is written
-                check_audio_path(self.audio_path, overwrite=True)
-        self.log_path, self.meta_path = log_paths(self.audio_path)
-        if audio:
-            check_audio_path(self.audio_path, overwrite=overwrite)
-        if log:
-            check_new_file(self.log_path, overwrite=overwrite)
-            check_new_file(self.meta_path, overwrite=overwrite)
+
+        # -- 2. choose the run's files: checked now, created below --
+        self.audio_path, self.log_path, self.meta_path = _choose_files(out, audio=audio, log=log, overwrite=overwrite)
         run_metadata = {
             "created": _dt.datetime.now().isoformat(timespec="seconds"),
             "sonify": __version__,
@@ -281,21 +251,19 @@ class Sonifier:
         #: With a run longer than ``max_audio_seconds``: how its audio file was condensed at the end.
         self.audio_condensed: dict[str, Any] | None = None
         self.stats = RunStats(self.layer_names)
+        self.max_audio_seconds = max_audio_seconds
         self._steps = 0
         self._closed = False
         self._reported: set[str] = set()
         self._misuse_reported = False
         self._groups_seen = len(target.param_groups) if target is not None else 0
-        from .trackers import check_options
-
-        check_options(log_audio_every_n_steps, audio_seconds)  # before audio_seconds is used below
+        # One digest of the whole run, in bounded rows: the trackers' and the notebook's sound, and the bounded
+        # audio file when it is condensed at close (rows for the longest of them).
         step_duration = sounder.step_duration
-        # One digest of the run feeds the trackers' sound and the bounded audio file: rows for the longer.
-        digest_rows = [int(audio_seconds / step_duration)] if trackers is not None else []
-        self.max_audio_seconds = max_audio_seconds
+        digest_seconds = [audio_seconds if trackers is not None else 60.0]
         if audio and max_audio_seconds is not None and not self._audio_from_log:
-            digest_rows.append(int(max_audio_seconds / step_duration) // 2)
-        self._digest = RunDigest(self.layer_names, rows=max(1, *digest_rows)) if digest_rows else None
+            digest_seconds.append(max_audio_seconds / 2)
+        self._digest = RunDigest(self.layer_names, rows=max(1, int(max(digest_seconds) / step_duration)))
         self._trackers = (  # only rank 0 logs: other ranks' loggers are placeholders
             _tracker_log(
                 trackers, self._digest, self.sound, log_audio_every_n_steps, log_norms, audio_seconds, tracker_prefix
@@ -304,16 +272,17 @@ class Sonifier:
             else None
         )
 
-        # -- then acquire, under one ExitStack: a failure part-way releases what was taken --
+        # -- 3. open the parts under one ExitStack: a failure part-way releases what was taken --
         with contextlib.ExitStack() as stack:
-            # The sound card first: if it fails, no files are left behind.
+            # The sound card first: if it fails, no files are left behind. Live sound has a sounder of its own:
+            # it skips steps that the file keeps.
             self._live = (
                 LivePlayer(
-                    self.sound.sounder(len(self.layers), pitch_map), device=output_device, pace=pace, latency=latency
+                    recording.sounder(len(self.layers), pitch_map), device=output_device, pace=pace, latency=latency
                 )
                 if live
                 else None
-            )  # (a live sounder of its own: live sound skips steps, the file's sound does not)
+            )
             if self._live is not None:
                 stack.callback(self._live.close, drain=False)
             self._writer = (
@@ -322,7 +291,12 @@ class Sonifier:
             if self._writer is not None:
                 stack.callback(_discard, self._writer.close, self.log_path, self.meta_path)
             self._audio = (
-                AudioPipeline(sounder, self.audio_path, sample_format=self.sound.sample_format, overwrite=overwrite)
+                AudioSink(
+                    AudioPipeline(
+                        sounder, self.audio_path, sample_format=self.sound.sample_format, overwrite=overwrite
+                    ),
+                    limit=round(max_audio_seconds * self.sound.sample_rate) if max_audio_seconds is not None else None,
+                )
                 if audio and not self._audio_from_log
                 else None
             )
@@ -332,17 +306,15 @@ class Sonifier:
             stack.callback(self._capture.remove_hooks)
             # Other ranks only take part in the collective of sharded capture.
             self._capturing = self.rank == 0 or self._capture.sharded
-            self._recorder = _Recorder(
-                self.stats,
-                self._writer,
-                self._audio,
-                flush_interval,
-                sounder,
-                listeners=self._listeners(),
-                audio_limit=(
-                    round(max_audio_seconds * self.sound.sample_rate) if max_audio_seconds is not None else None
-                ),
-            )
+            sinks: list[Sink] = []
+            if self._writer is not None:
+                sinks.append(NormLogSink(self._writer))
+            if self._audio is not None:
+                sinks.append(self._audio)
+            if self.rank == 0:
+                sinks.append(TrackerSink(self._digest, self._trackers, self.layer_names))
+            paths = {str(Part.SUMMARY): self.meta_path if self._writer is not None else None}
+            self._recorder = Recorder(self.stats, sounder, sinks, flush_interval, paths=paths)
             stack.callback(self._recorder.close)
             self._hook = OptimizerHook(target, self._record) if target is not None else None
             if self._hook is not None:
@@ -371,13 +343,7 @@ class Sonifier:
         if self._hook is not None or self._closed:
             if not self._misuse_reported:
                 self._misuse_reported = True
-                why = (
-                    "this Sonifier is closed; create a new one to record more steps"
-                    if self._closed
-                    else "this Sonifier records at every optimizer.step() already; call son.step() only when no "
-                    "optimizer was given"
-                )
-                warn(f"son.step() ignored: {why}", stacklevel=3)
+                warn(_messages.step_misused(self._closed), stacklevel=3)
             return
         self._record()
 
@@ -402,7 +368,7 @@ class Sonifier:
                 self._check_new_parameters(self._optimizer)
         except Exception as exc:  # a bug or an odd model must not stop training: stop capturing instead
             self._capturing = False
-            self._recorder.fail("capture", f"reading the gradients failed ({one_line(exc)})", step=self._steps)
+            self._recorder.fail(Part.CAPTURE, _messages.capture_failed(one_line(exc)), step=self._steps)
             self._report_news()
         if self._trackers is not None:
             self._poll_trackers(self._trackers)
@@ -412,7 +378,7 @@ class Sonifier:
             trackers.poll(self._steps)
         except Exception as exc:  # the trackers stop; capture and the files go on
             self._trackers = None
-            warn(f"sonify stopped logging to the trackers: {one_line(exc)}", stacklevel=4)
+            warn(_messages.trackers_stopped(one_line(exc)), stacklevel=4)
 
     def _to_live(self, live: LivePlayer, items: list[Any]) -> None:
         self._push_live(live, items)
@@ -437,13 +403,8 @@ class Sonifier:
         self._groups_seen = len(groups)
         if new and "new parameters" not in self._reported:
             self._reported.add("new parameters")
-            shown = ", ".join(names.get(id(p), "(not in the model)") for p in new[:5])
-            warn(
-                f"optimizer.add_param_group added {len(new)} parameters that sonify does not record ({shown}"
-                f"{', ...' if len(new) > 5 else ''}): the layers were chosen when the Sonifier was created; "
-                "create it after the model is complete to hear them",
-                stacklevel=5,
-            )
+            shown = [names.get(id(p), "(not in the model)") for p in new[:5]]
+            warn(_messages.new_parameters(len(new), shown), stacklevel=5)
 
     @property
     def steps(self) -> int:
@@ -459,11 +420,7 @@ class Sonifier:
     def _report_live_failure(self, failure: str) -> None:
         if "live" not in self._reported:
             self._reported.add("live")
-            saved = "the WAV and norm log are still written" if self.files else "nothing is saved (no files asked for)"
-            warn(
-                f"live audio stopped at step {self._steps}: {failure}; training continues and {saved}",
-                stacklevel=5,
-            )
+            warn(_messages.live_stopped(self._steps, failure, files_kept=bool(self.files)), stacklevel=5)
 
     # -- closing ---------------------------------------------------------
     def close(self, *, drain: bool = True) -> RunStats:
@@ -487,52 +444,37 @@ class Sonifier:
             atexit.unregister(self.close)
         for part in (self._hook, self._scaler_watch, self._load_hook):
             if part is not None:
-                self._guarded("hooks", part.remove)
-        self._guarded("hooks", self._capture.remove_hooks)
-        remaining = self._guarded("capture", self._capture.drain, combine=self._live is not None) or []
+                self._guarded(Part.HOOKS, part.remove)
+        self._guarded(Part.HOOKS, self._capture.remove_hooks)
+        remaining = self._guarded(Part.CAPTURE, self._capture.drain, combine=self._live is not None) or []
         for item in remaining:
             self._recorder.put(item)
         if self._live is not None:
-            self._guarded("live sound", self._push_live, self._live, remaining)
-            self.live_report = self._guarded("live sound", self._live.close, drain=drain)
+            self._guarded(Part.LIVE, self._push_live, self._live, remaining)
+            self.live_report = self._guarded(Part.LIVE, self._live.close, drain=drain)
             if self.live_report is not None and self.live_report.failure is not None:
                 self._report_live_failure(self.live_report.failure)
         self._recorder.close()
-        if self._audio is not None and "audio" not in self._recorder.failures:
-            self._guarded("audio", self._audio.close)
-            if self._recorder.audio_cut and "audio" not in self._recorder.failures:
-                self._guarded("audio", self._condense_audio)
+        failures = self._recorder.failures
+        if self._audio is not None and Part.AUDIO not in failures:
+            self._guarded(Part.AUDIO, self._audio.close)
+            if self._audio.cut and Part.AUDIO not in failures:
+                self._guarded(Part.AUDIO, self._condense_audio)
         if self._trackers is not None:  # before the summary, so that its "lost" names a tracker that failed
             try:
                 self._trackers.finish()
             except Exception as exc:
-                self._recorder.fail("trackers", one_line(exc))
+                self._recorder.fail(Part.TRACKERS, one_line(exc))
             for name, reason in self._trackers.failures.items():
-                self._recorder.failures.setdefault(f"tracker {name}", reason)
+                failures.setdefault(Part.tracker(name), reason)
         if self._writer is not None:
             self._writer.close()
-            if self._audio_from_log and "norm log" not in self._recorder.failures:
-                self._guarded("audio", self._render_from_log)
-            if "norm log" not in self._recorder.failures:
-                self._guarded("summary", self._writer.write_metadata, summary=self._summary(), closed=True)
+            if self._audio_from_log and Part.NORM_LOG not in failures:
+                self._guarded(Part.AUDIO, self._render_from_log)
+            if Part.NORM_LOG not in failures:
+                self._guarded(Part.SUMMARY, self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
         return self.stats
-
-    def _listeners(self) -> list:
-        """What the recorder gives every block of rows to: the digest, and the trackers' norm rows."""
-        listeners: list[Callable[..., None]] = []
-        if self._digest is not None:
-            listeners.append(self._digest.add)
-        if self._trackers is not None:
-            trackers, names = self._trackers, tuple(self.layer_names)
-
-            def send_rows(
-                steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray | None
-            ) -> None:
-                trackers.add_rows(steps, norms, missing, names)
-
-            listeners.append(send_rows)
-        return listeners
 
     def _condense_audio(self) -> None:
         """Replace the audio file (cut at ``max_audio_seconds``) by the whole run condensed into that length.
@@ -541,17 +483,14 @@ class Sonifier:
         (or a failure half-way) sees the old file or the new one, never half of one.
         """
 
-        assert self._digest is not None and self.max_audio_seconds is not None
+        assert self.max_audio_seconds is not None
         path = self.audio_path
         # The condensed file is at most as long as the one it replaces: never take the last of a disk
         # that the run's checkpoints share for it (keep the file cut at the bound instead).
         needed = 2 * path.stat().st_size
         free = shutil.disk_usage(path.parent).free
         if free < needed:
-            raise SonifyError(
-                f"not condensed: {free / 1e6:.0f} MB free, and condensing needs {needed / 1e6:.0f} MB; it holds "
-                f"the first {self.max_audio_seconds:g} s, and `sonify render {self.log_path}` makes the whole run"
-            )
+            raise SonifyError(_messages.not_condensed(free / 1e6, needed / 1e6, self.max_audio_seconds, self.log_path))
         partial = path.with_name(f".{path.stem}.condensing{path.suffix}")
         try:
             result = render(
@@ -563,7 +502,8 @@ class Sonifier:
             raise
         self.audio_condensed = {
             "steps": self._digest.steps_seen,
-            "steps_per_tone": self._digest.window,
+            # Each digest row holds `window` steps; render combined up to ceil(rows / windows) rows per tone.
+            "steps_per_tone": self._digest.window * (math.ceil(result.steps / result.windows) if result.windows else 1),
             "seconds": round(result.duration, 3),
         }
 
@@ -601,10 +541,10 @@ class Sonifier:
         except SonifyParameterError:  # a bad target or value: the caller's error, raised before anything is read
             raise
         except Exception as exc:
-            warn(f"sonify could not log to {type(target).__name__}: {one_line(exc)}", stacklevel=3)
+            warn(_messages.tracker_failed(type(target).__name__, one_line(exc)), stacklevel=3)
             return []
 
-    def _guarded(self, part: str, action: Any, *args: Any, **kwargs: Any) -> Any:
+    def _guarded(self, part: Part, action: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return action(*args, **kwargs)
         except Exception as exc:
@@ -628,8 +568,8 @@ class Sonifier:
 
     def update_metadata(self, **values: Any) -> None:
         """Add entries to the run's JSON sidecar (for example the final loss). Never raises."""
-        if self._writer is not None and not {"norm log", "summary"} & set(self._recorder.failures):
-            self._guarded("summary", self._writer.write_metadata, **values)
+        if self._writer is not None and not {Part.NORM_LOG, Part.SUMMARY} & set(self._recorder.failures):
+            self._guarded(Part.SUMMARY, self._writer.write_metadata, **values)
             self._report_news()
 
     @property
@@ -645,18 +585,14 @@ class Sonifier:
         self.close(drain=exc_type is None)
 
     def _repr_html_(self) -> str:  # Jupyter shows the run so far, with a player
-        from .notebook import log_html
-        from .sources import load_norms
-
-        if self._writer is None or not self.log_path.exists():
-            return f"<pre>{html.escape(repr(self))}</pre>"
-        return f"<pre>{html.escape(repr(self))}</pre>" + log_html(load_norms(self.log_path, drop_incomplete=True))
+        text = f"<pre>{html.escape(repr(self))}</pre>"
+        if self._digest.steps_seen == 0:
+            return text
+        return text + log_html(self._digest.log(), self.sound, self.stats)
 
     def audio(self, max_seconds: float = 60.0) -> Any:
-        """The run so far as an ``IPython.display.Audio`` (from its norm log)."""
-        from .sources import load_norms
-
-        return load_norms(self.log_path, drop_incomplete=True).audio(self.sound, max_seconds)
+        """The run so far as an ``IPython.display.Audio``, condensed to ``max_seconds`` (from memory, not the log)."""
+        return notebook_audio(self._digest.log(), self.sound, max_seconds)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "recording"
@@ -685,6 +621,61 @@ def _tracker_log(
     targets = trackers if isinstance(trackers, list) else [trackers]
     assert digest is not None  # made with rows for the trackers whenever there are trackers
     return TrackerLog(targets, digest, sound, every_n_steps=every, norms=norms, max_seconds=seconds, prefix=prefix)
+
+
+def _checked_optimizer(model: Any, optimizer: Any, scaler: Any) -> Any:
+    """The torch optimizer to hook (unwrapped from Lightning's, Accelerate's...), after checking the model and scaler."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise SonifyParameterError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    target = unwrap_optimizer(optimizer) if optimizer is not None else None
+    if scaler is not None and target is None:
+        raise SonifyParameterError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
+    if scaler is not None and not callable(getattr(scaler, "step", None)):
+        raise SonifyParameterError(
+            f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
+        )
+    return target
+
+
+def _check_options(
+    during_backward: Any, live: bool, pace: bool, max_audio_seconds: Any, flush_interval: Any, latency: Any
+) -> None:
+    """The Sonifier's plain options (the parts check their own: layers, sound, trackers)."""
+    if not isinstance(during_backward, bool):
+        raise SonifyParameterError(f"during_backward={during_backward!r} is invalid; give True or False")
+    if pace and not live:
+        raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
+    if max_audio_seconds is not None and not (
+        isinstance(max_audio_seconds, (int, float)) and math.isfinite(max_audio_seconds) and max_audio_seconds > 0
+    ):
+        raise SonifyParameterError(
+            f"max_audio_seconds={max_audio_seconds!r} is invalid; give a positive number of seconds, or None"
+        )
+    for name, value in (("flush_interval", flush_interval), ("latency", latency)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SonifyParameterError(f"{name}={value!r} is invalid; give a positive number of seconds")
+
+
+def _choose_files(out: Any, *, audio: bool, log: bool, overwrite: bool) -> tuple[Path, Path, Path]:
+    """The run's audio file and norm log (CSV, JSON), checked but not created.
+
+    Without ``out``, a new name under :data:`DEFAULT_OUT_DIR` that no other run's files use.
+    """
+    if out is None:
+        audio_path = unique_out(DEFAULT_OUT_DIR / f"sonify-{_dt.datetime.now():%Y%m%d-%H%M%S}.wav")
+    else:
+        audio_path = Path(out)
+        if not audio or not log:  # only the suffix; existing files are checked below for what is written
+            check_audio_path(audio_path, overwrite=True)
+    log_path, meta_path = log_paths(audio_path)
+    if audio:
+        check_audio_path(audio_path, overwrite=overwrite)
+    if log:
+        check_new_file(log_path, overwrite=overwrite)
+        check_new_file(meta_path, overwrite=overwrite)
+    return audio_path, log_path, meta_path
 
 
 def _rank() -> int:
@@ -726,169 +717,3 @@ def _discard(close: Any, *paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-class _Recorder:
-    """The background thread: each step's norms into the run totals, the norm log and the audio file.
-
-    It wakes at most once per ``flush_interval`` while training runs (the
-    training thread only appends to a queue), writes everything that arrived,
-    and makes it readable (the log is written in whole lines, the WAV header
-    is updated). A sink that fails (a full disk, a removed folder) stops
-    alone, and the failure waits in :attr:`news` for the training thread to
-    report it; the other sink goes on.
-    """
-
-    _CLOSE = object()
-
-    def __init__(
-        self,
-        stats: RunStats,
-        writer: NormLogWriter | None,
-        audio: AudioPipeline | None,
-        flush_interval: float,
-        sounder: Sounder,
-        listeners: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], None]] = (),
-        audio_limit: int | None = None,
-    ) -> None:
-        #: Frames the audio file may hold while training runs; past them it is cut (see ``audio_cut``).
-        self._audio_limit = audio_limit
-        #: Whether the run outgrew the limit: the file is condensed at the end.
-        self.audio_cut = False
-        self.stats = stats
-        self._sounder = sounder  # spikes for the totals; the same accents sound in the audio file
-        self._listeners = list(listeners)  # also given every block of rows (the trackers' digest and rows)
-        self.failures: dict[str, str] = {}
-        self._sinks: dict[str, Any] = {"norm log": writer, "audio": audio}
-        self._paths = {
-            "norm log": writer.path if writer is not None else None,
-            "summary": writer.meta_path if writer is not None else None,
-            "audio": audio.writer.path if audio is not None else None,
-        }
-        self._news: deque[str] = deque()
-        self._interval = flush_interval
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sonify-recorder", daemon=True)
-        self._thread.start()
-
-    @property
-    def news(self) -> bool:
-        """Whether there is something to report."""
-        return bool(self._news)
-
-    def take_news(self) -> list[str]:
-        news = []
-        while self._news:
-            news.append(self._news.popleft())
-        return news
-
-    def put(self, item: StepNorms | ParameterNorms) -> None:
-        self._queue.put(item)
-
-    def fail(self, part: str, reason: str, *, step: int | None = None) -> None:
-        """Stop ``part`` and queue one warning about it (only the first failure of a part counts)."""
-        self.fail_many({part: reason}, step=step)
-
-    def fail_many(self, reasons: dict[str, str], *, step: int | None = None) -> None:
-        """Stop several parts that failed together (a full disk), with one warning for them all.
-
-        ``step``: the step being written or read when they failed; None at close.
-        """
-        reasons = {part: reason for part, reason in reasons.items() if part not in self.failures}
-        if not reasons:
-            return
-        self.failures.update(reasons)
-        for part in reasons:
-            self._sinks[part] = None
-        parts = " and ".join(
-            part + (f" ({self._paths[part]})" if self._paths.get(part) is not None else "") for part in reasons
-        )
-        causes = "; ".join(dict.fromkeys(reasons.values()))
-        if step is None:
-            self._news.append(f"sonify could not finish its {parts}: {causes}; what was written stays readable")
-            return
-        kept = [name for name, sink in self._sinks.items() if sink is not None]
-        rest = f"; the {' and '.join(kept)} {'go' if len(kept) > 1 else 'goes'} on" if kept else ""
-        self._news.append(
-            f"sonify stopped its {parts} at step {step}: {causes}; training continues{rest}, "
-            "and what was written stays readable"
-        )
-
-    def close(self) -> None:
-        """Write what is queued and stop the thread (idempotent)."""
-        if not self._closing.is_set():
-            self._closing.set()
-            self._queue.put(self._CLOSE)
-        self._thread.join()
-
-    def _run(self) -> None:
-        closing = False
-        while not closing:
-            first = self._queue.get()  # idle until a step arrives: no polling
-            if first is not self._CLOSE:
-                # Let steps gather for one interval: one wake-up per interval, not per step.
-                self._closing.wait(self._interval)
-            items = [first]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            closing = any(item is self._CLOSE for item in items)
-            rows = [item for item in items if item is not self._CLOSE]
-            if rows:
-                self._write(rows)
-
-    def _write(self, items: list[StepNorms | ParameterNorms]) -> None:
-        steps, norms, missing = layer_rows(items)
-        first_bad, first_spike = self.stats.first_nonfinite_step, self.stats.first_spike_step
-        new_missing = (self.stats.missing_counts == 0) & missing.any(axis=0)
-        spikes, ratios = self._sounder.detect(norms, missing)
-        self.stats.update(steps, norms, missing, spikes, ratios)
-        failed = {}
-        for part, write in (("norm log", self._write_log), ("audio", self._write_audio)):
-            if self._sinks[part] is not None:
-                try:
-                    write(steps, norms, missing, spikes)
-                except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
-                    failed[part] = one_line(exc)
-        for listener in list(self._listeners):
-            try:
-                listener(steps, norms, missing, spikes)
-            except Exception as exc:  # the trackers' part stops; the files go on
-                self._listeners.remove(listener)
-                failed["trackers"] = one_line(exc)
-        self.fail_many(failed, step=int(steps[0]))
-        if first_spike is None and self.stats.first_spike_step is not None:
-            self._news.append(
-                f"step {self.stats.first_spike_step}: gradient norm of {', '.join(self.stats.first_spike_layers)} "
-                f"spiked to {self.stats.first_spike_factor:.3g}x its running median; spikes sound accented "
-                "and the summary counts them"
-            )
-        if first_bad is None and self.stats.first_nonfinite_step is not None:
-            self._news.append(
-                f"step {self.stats.first_nonfinite_step}: gradient norm of "
-                f"{', '.join(self.stats.first_nonfinite_layers)} is NaN/Inf; the alarm sounds at each such step "
-                "and the summary counts them"
-            )
-        for name in (n for n, new in zip(self.stats.layer_names, new_missing) if new):
-            self._news.append(
-                f"layer {name!r} has no gradient (frozen or unused); it is logged as an empty cell and "
-                "sounds as a rest; select other layers to silence this warning"
-            )
-
-    def _write_log(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, spikes: np.ndarray) -> None:
-        self._sinks["norm log"].append(steps, norms, missing)
-
-    def _write_audio(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, spikes: np.ndarray) -> None:
-        audio = self._sinks["audio"]
-        if self._audio_limit is not None:
-            room = (self._audio_limit - audio.writer.frames) // audio.sounder.step_samples
-            if room < len(steps):  # the file is full: the rest of the run is heard in its condensed form
-                self.audio_cut = True
-                norms, missing, spikes = norms[: max(0, room)], missing[: max(0, room)], spikes[: max(0, room)]
-                if not len(norms):
-                    return
-        audio.feed(norms, missing, spikes)
-        audio.writer.flush()  # the WAV header follows the log: readable after kill -9

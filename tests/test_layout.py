@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sonify"
 #: The layers, bottom first. A module may import from any layer below its own, never from its own layer or
 #: above (modules of one package, such as the CLI's commands, may import each other: they are one layer).
 LAYERS: list[tuple[str, ...]] = [
-    ("_errors", "_version", "_choices", "_progress"),  # words, names and helpers used everywhere
+    ("_errors", "_messages", "_version", "_choices", "_progress"),  # words, names and helpers used everywhere
     ("_files", "_optional", "_tfevents"),  # safe file creation; optional imports; TensorBoard record format
     ("spikes",),  # spike detection (no norms type needed)
     ("stats",),  # run totals and their summary text
@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rendering",),  # render(), condensed_audio()
     ("playback", "follow", "comparison", "notebook"),  # play, follow, compare, inline players
     ("trackers",),  # TensorBoard, W&B, MLflow, Lightning loggers, folders
+    ("_recorder",),  # the Sonifier's background thread and its sinks (norm log, audio file, trackers)
     ("sonifier",),  # the Sonifier: the parts above attached to a training loop
     ("integrations", "experiment"),  # Lightning / Hugging Face callbacks; the 2019 experiment
     ("cli",),  # the command line

@@ -699,9 +699,9 @@ def test_a_run_longer_than_max_audio_seconds_is_condensed_into_it_at_the_end(tmp
     assert len(sonify.load_norms(son.log_path)) == 200  # the norm log keeps every step
     audio, rate = soundfile.read(out, dtype="float32")
     assert 0.5 <= len(audio) / rate <= 1.0 and son.audio_condensed["steps"] == 200
-    windows = len(audio) // son._audio.sounder.synth.step_samples
+    windows = len(audio) // son._audio.pipeline.sounder.synth.step_samples
     assert son.audio_condensed["steps_per_tone"] * windows >= 200  # the whole run, condensed
-    slots = audio.reshape(windows, -1)[:, : 3 * son._audio.sounder.synth.tone_samples].reshape(windows * 3, -1)
+    slots = audio.reshape(windows, -1)[:, : 3 * son._audio.pipeline.sounder.synth.tone_samples].reshape(windows * 3, -1)
     assert sum(is_alarm(slot) for slot in slots) >= 1  # the NaN of step 150 is heard in the condensed file
     assert sonify.load_norms(son.log_path).metadata["summary"]["audio_condensed"]["steps"] == 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.norms.csv", "run.norms.json", "run.wav"]
@@ -712,7 +712,7 @@ def test_max_audio_seconds_none_keeps_every_step_and_bad_values_are_refused(tmp_
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with sonify.Sonifier(model, optimizer, out=tmp_path / "full.wav", max_audio_seconds=None) as son:
         train(model, optimizer, steps=40)
-    assert soundfile.info(tmp_path / "full.wav").frames == 40 * son._audio.sounder.synth.step_samples
+    assert soundfile.info(tmp_path / "full.wav").frames == 40 * son._audio.pipeline.sounder.synth.step_samples
     assert son.audio_condensed is None
     with pytest.raises(sonify.SonifyParameterError, match="max_audio_seconds=0 is invalid"):
         sonify.Sonifier(model, optimizer, out=tmp_path / "bad.wav", max_audio_seconds=0)

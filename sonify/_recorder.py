@@ -1,0 +1,242 @@
+"""A Sonifier's background thread, and the sinks it writes each block of rows to.
+
+The training thread only hands finished steps to a queue. The
+:class:`Recorder` wakes at most once per flush interval, combines the steps
+into rows, keeps the run's totals (:class:`~sonify.stats.RunStats`), finds
+spikes once (with the run's :class:`~sonify.sound.Sounder`), and gives the
+same :class:`Rows` to every sink through one small interface (:class:`Sink`:
+``write``, ``flush``, ``close``): the norm log, the audio file and the
+trackers. A sink that fails (a full disk, a removed folder) stops alone; the
+failure waits in :attr:`Recorder.news` for the training thread to say it,
+and the other sinks go on.
+
+The live player is not a sink here: its sound is due within a step, and this
+thread wakes once per flush interval (half a second by default), so the
+training thread hands steps to it directly (a deque append).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from . import _messages
+from ._errors import one_line
+from ._messages import Part
+from ._pipelines import AudioPipeline
+from .capture import ParameterNorms, layer_rows
+from .normfile import NormLogWriter
+from .norms import RunDigest, StepNorms
+from .sound import Sounder
+from .stats import RunStats
+
+__all__ = ["AudioSink", "NormLogSink", "Recorder", "Rows", "Sink", "TrackerSink"]
+
+
+class Rows(NamedTuple):
+    """A block of steps as every sink gets it."""
+
+    steps: np.ndarray  # int64, (steps,)
+    norms: np.ndarray  # float64, (steps, layers)
+    missing: np.ndarray  # bool, (steps, layers)
+    accents: np.ndarray  # bool, (steps, layers): the spikes, found once
+
+
+class Sink(Protocol):
+    """Where rows go: written as they come, flushed so a reader sees them, closed once at the end."""
+
+    part: Part
+    path: Path | None
+
+    def write(self, rows: Rows) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NormLogSink:
+    """Rows into the CSV norm log (whole lines, unbuffered: readable after each write)."""
+
+    part = Part.NORM_LOG
+
+    def __init__(self, writer: NormLogWriter) -> None:
+        self.writer = writer
+        self.path: Path | None = writer.path
+
+    def write(self, rows: Rows) -> None:
+        self.writer.append(rows.steps, rows.norms, rows.missing)
+
+    def flush(self) -> None:
+        """Nothing to do: every write is whole lines on an unbuffered file."""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class AudioSink:
+    """Rows into the audio file, at most ``limit`` frames while training runs (see :attr:`cut`)."""
+
+    part = Part.AUDIO
+
+    def __init__(self, pipeline: AudioPipeline, limit: int | None = None) -> None:
+        self.pipeline = pipeline
+        self.path: Path | None = pipeline.writer.path
+        self._limit = limit
+        #: Whether the run outgrew the limit: the file is condensed when the run ends.
+        self.cut = False
+
+    def write(self, rows: Rows) -> None:
+        norms, missing, accents = rows.norms, rows.missing, rows.accents
+        if self._limit is not None:
+            room = max(0, (self._limit - self.pipeline.writer.frames) // self.pipeline.sounder.step_samples)
+            if room < len(norms):  # the file is full: the rest of the run is heard in its condensed form
+                self.cut = True
+                norms, missing, accents = norms[:room], missing[:room], accents[:room]
+                if not len(norms):
+                    return
+        self.pipeline.feed(norms, missing, accents)
+
+    def flush(self) -> None:
+        self.pipeline.writer.flush()  # the WAV header follows the log: readable after kill -9
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+
+class TrackerSink:
+    """Rows into the run's digest (the trackers' and notebooks' sound) and, when asked, the trackers' norm rows."""
+
+    part = Part.TRACKERS
+    path: Path | None = None
+
+    def __init__(self, digest: RunDigest, trackers: Any = None, layer_names: Sequence[str] = ()) -> None:
+        self.digest = digest
+        self.trackers = trackers  # a sonify.trackers.TrackerLog, or None
+        self._names = tuple(layer_names)
+
+    def write(self, rows: Rows) -> None:
+        self.digest.add(rows.steps, rows.norms, rows.missing, rows.accents)
+        if self.trackers is not None:
+            self.trackers.add_rows(rows.steps, rows.norms, rows.missing, self._names)
+
+    def flush(self) -> None:
+        """Nothing to do: the trackers' own thread sends what is due."""
+
+    def close(self) -> None:
+        if self.trackers is not None:
+            self.trackers.finish()
+
+
+class Recorder:
+    """The background thread: finished steps in, the totals kept, every sink given the same rows."""
+
+    _CLOSE = object()
+
+    def __init__(
+        self,
+        stats: RunStats,
+        sounder: Sounder,
+        sinks: Sequence[Sink],
+        flush_interval: float,
+        *,
+        paths: dict[str, Path | None] | None = None,
+    ) -> None:
+        self.stats = stats
+        self._sounder = sounder  # spikes for the totals; the same accents sound in the audio file
+        self._sinks: list[Sink] = list(sinks)
+        #: What stopped early, by part, and why.
+        self.failures: dict[str, str] = {}
+        self._paths: dict[str, Path | None] = {str(sink.part): sink.path for sink in sinks} | (paths or {})
+        self._news: deque[str] = deque()
+        self._interval = flush_interval
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sonify-recorder", daemon=True)
+        self._thread.start()
+
+    @property
+    def news(self) -> bool:
+        """Whether there is something to report."""
+        return bool(self._news)
+
+    def take_news(self) -> list[str]:
+        news = []
+        while self._news:
+            news.append(self._news.popleft())
+        return news
+
+    def put(self, item: StepNorms | ParameterNorms) -> None:
+        self._queue.put(item)
+
+    def fail(self, part: str, reason: str, *, step: int | None = None) -> None:
+        """Stop ``part`` and queue one warning about it (only the first failure of a part counts)."""
+        self.fail_many({part: reason}, step=step)
+
+    def fail_many(self, reasons: dict[str, str], *, step: int | None = None) -> None:
+        """Stop several parts that failed together (a full disk), with one warning for them all.
+
+        ``step``: the step being written or read when they failed; None at close.
+        """
+        reasons = {str(part): reason for part, reason in reasons.items() if str(part) not in self.failures}
+        if not reasons:
+            return
+        self.failures.update(reasons)
+        self._sinks = [sink for sink in self._sinks if sink.part not in reasons]
+        going = [sink.part for sink in self._sinks if sink.part is not Part.TRACKERS]
+        self._news.append(_messages.parts_stopped(list(reasons), self._paths, list(reasons.values()), step, going))
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread (idempotent). The sinks are closed by their owner."""
+        if not self._closing.is_set():
+            self._closing.set()
+            self._queue.put(self._CLOSE)
+        self._thread.join()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()  # idle until a step arrives: no polling
+            if first is not self._CLOSE:
+                # Let steps gather for one interval: one wake-up per interval, not per step.
+                self._closing.wait(self._interval)
+            items = [first]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            closing = any(item is self._CLOSE for item in items)
+            rows = [item for item in items if item is not self._CLOSE]
+            if rows:
+                self._write(rows)
+
+    def _write(self, items: list[Any]) -> None:
+        steps, norms, missing = layer_rows(items)
+        stats = self.stats
+        first_bad, first_spike = stats.first_nonfinite_step, stats.first_spike_step
+        new_missing = (stats.missing_counts == 0) & missing.any(axis=0)
+        spikes, ratios = self._sounder.detect(norms, missing)
+        stats.update(steps, norms, missing, spikes, ratios)
+        rows = Rows(steps, norms, missing, spikes)
+        failed = {}
+        for sink in list(self._sinks):
+            try:
+                sink.write(rows)
+                sink.flush()
+            except Exception as exc:  # disk full, folder removed...: this sink stops, training goes on
+                failed[str(sink.part)] = one_line(exc)
+        self.fail_many(failed, step=int(steps[0]))
+        if first_spike is None and stats.first_spike_step is not None:
+            factor = stats.first_spike_factor if stats.first_spike_factor is not None else float("nan")
+            self._news.append(_messages.first_spike(stats.first_spike_step, stats.first_spike_layers, factor))
+        if first_bad is None and stats.first_nonfinite_step is not None:
+            self._news.append(_messages.first_nonfinite(stats.first_nonfinite_step, stats.first_nonfinite_layers))
+        for name in (n for n, new in zip(stats.layer_names, new_missing) if new):
+            self._news.append(_messages.no_gradient(name))
