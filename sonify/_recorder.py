@@ -30,9 +30,8 @@ from . import _messages
 from ._errors import one_line
 from ._messages import Part
 from ._pipelines import AudioPipeline
-from .capture import ParameterNorms, layer_rows
 from .normfile import NormLogWriter
-from .norms import RunDigest, StepNorms
+from .norms import RunDigest, StepNorms, layer_rows
 from .sound import Sounder
 from .stats import RunStats
 
@@ -172,7 +171,7 @@ class Recorder:
             news.append(self._news.popleft())
         return news
 
-    def put(self, item: StepNorms | ParameterNorms) -> None:
+    def put(self, item: StepNorms) -> None:
         self._queue.put(item)
 
     def fail(self, part: str, reason: str, *, step: int | None = None) -> None:

@@ -7,10 +7,10 @@ here reads or writes files (see :mod:`sonify.normfile`) or makes sound.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,16 @@ from ._errors import SonifyParameterError
 from .spikes import SpikeDetector
 from .stats import RunStats
 
-__all__ = ["NormLog", "NormPresenter", "RunDigest", "StepNorms", "is_running", "set_presenter"]
+__all__ = [
+    "NormLog",
+    "NormPresenter",
+    "RunDigest",
+    "StepNorms",
+    "combine_segments",
+    "is_running",
+    "layer_rows",
+    "set_presenter",
+]
 
 
 class NormPresenter:
@@ -299,12 +308,81 @@ class RunDigest:
         return NormLog(norms, ~present, steps, self.layer_names, accents=accents & present)
 
 
-class StepNorms(NamedTuple):
-    """One optimizer step's gradient norms, as they travel from capture to the sinks."""
+class StepNorms:
+    """One optimizer step's gradient norms, one per layer, as they travel from capture to the sinks.
 
-    step: int
-    norms: np.ndarray  # float64, one per layer
-    missing: np.ndarray  # bool, True where the layer had no gradient
+    Capture may hand a step over before its parameters' norms are combined
+    into layers: right after a training step NumPy's code is cold in the
+    caches, and each small NumPy call costs several microseconds there. Such
+    a step holds the per-parameter norms and where each layer's parameters
+    start (``segments``); :attr:`norms` combines them on first use, and
+    :func:`layer_rows` combines many steps at once (on the recorder's
+    thread). Whoever reads a step sees layer norms either way.
+
+    Unpacks as ``step, norms, missing``.
+    """
+
+    __slots__ = ("_norms", "missing", "segments", "step")
+
+    def __init__(self, step: int, norms: Any, missing: np.ndarray, segments: np.ndarray | None = None) -> None:
+        self.step = step
+        self._norms = norms
+        self.missing = missing  # bool per layer, True where the layer had no gradient
+        #: Where each layer's parameters start in the per-parameter norms; None once combined.
+        self.segments = segments
+
+    @property
+    def norms(self) -> np.ndarray:
+        """float64, one per layer."""
+        if self.segments is not None:
+            self._norms = combine_segments(np.asarray(self._norms, dtype=np.float64), self.segments)
+            self.segments = None
+        return self._norms
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.step, self.norms, self.missing))
+
+    def __repr__(self) -> str:
+        return f"StepNorms(step={self.step}, norms={self.norms!r}, missing={self.missing!r})"
+
+
+def layer_rows(items: Sequence[StepNorms]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, layer norms (steps x layers, float64) and missing flags of several steps.
+
+    Steps still per parameter are combined here, all rows of one layout at once.
+    """
+    steps = np.fromiter((item.step for item in items), dtype=np.int64, count=len(items))
+    missing = np.stack([item.missing for item in items])
+    rows: list = [None] * len(items)
+    pending: dict[int, list[int]] = {}
+    for position, item in enumerate(items):
+        if item.segments is None:
+            rows[position] = np.asarray(item.norms, dtype=np.float64)
+        else:
+            pending.setdefault(id(item.segments), []).append(position)
+    for positions in pending.values():
+        values = np.array([items[p]._norms for p in positions], dtype=np.float64)
+        segments = items[positions[0]].segments
+        assert segments is not None  # grouped above by their segments
+        for position, row in zip(positions, combine_segments(values, segments)):
+            rows[position] = row
+    return steps, np.stack(rows) if rows else np.zeros((0, missing.shape[1] if missing.ndim == 2 else 0)), missing
+
+
+def combine_segments(norms: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """L2 norm of each segment of per-parameter norms (the last axis), in float64 without overflow."""
+    if norms.size and norms.max() < 1e150:  # the common case; NaN, Inf and huge norms go the careful way
+        return np.sqrt(np.add.reduceat(norms * norms, starts, axis=-1))
+    if norms.ndim == 2:
+        return np.array([combine_segments(row, starts) for row in norms]).reshape(len(norms), len(starts))
+    # Huge float64 norms: scale each segment by its largest finite value first.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        finite = np.where(np.isfinite(norms), norms, 0.0)
+        scale = np.maximum.reduceat(finite, starts)
+        scale[scale == 0] = 1.0
+        owner_scale = np.repeat(scale, np.diff(np.append(starts, len(norms))))
+        scaled = norms / owner_scale
+        return scale * np.sqrt(np.add.reduceat(scaled * scaled, starts))
 
 
 def is_running(metadata: dict[str, Any]) -> bool:

@@ -356,8 +356,8 @@ class Sonifier:
             return
         try:
             self._capture.submit(self._steps)
-            # Layers are combined on the recorder's thread, unless live sound needs them here at once.
-            ready = self._capture.ready(combine=self._live is not None)
+            # Layers are combined on the recorder's thread, unless live sound reads them here at once.
+            ready = self._capture.ready()
             for item in ready:
                 self._recorder.put(item)
             if self._live is not None:
@@ -446,7 +446,7 @@ class Sonifier:
             if part is not None:
                 self._guarded(Part.HOOKS, part.remove)
         self._guarded(Part.HOOKS, self._capture.remove_hooks)
-        remaining = self._guarded(Part.CAPTURE, self._capture.drain, combine=self._live is not None) or []
+        remaining = self._guarded(Part.CAPTURE, self._capture.drain) or []
         for item in remaining:
             self._recorder.put(item)
         if self._live is not None:

@@ -5,8 +5,9 @@ from torch import nn
 
 import sonify
 from sonify import SonifyError
-from sonify.capture import GradientCapture, ParameterNorms, layer_rows
+from sonify.capture import GradientCapture
 from sonify.layers import MAX_VOICES, group_layers, select_layers
+from sonify.norms import layer_rows
 
 
 def reference_norms(layers):
@@ -297,12 +298,13 @@ def test_norms_left_per_parameter_combine_to_the_same_layers_on_another_thread()
         if poison is not None:
             model[2].bias.grad[0] = poison
         capture.submit(step)
-        ((raw,),) = [capture.ready(combine=False)]
+        ((raw,),) = [capture.ready()]
         capture.submit(step)
         ((combined,),) = [capture.ready()]
+        combined.norms  # noqa: B018  combined here, at once, as the live player reads them
         rows.append((raw, combined))
     raw_items = [raw for raw, _ in rows]
-    assert all(isinstance(item, ParameterNorms) for item in raw_items)
+    assert all(item.segments is not None for item in raw_items)  # still per parameter: combined by layer_rows
     steps, norms, missing = layer_rows(raw_items + [combined for _, combined in rows])
     assert steps.tolist() == [1, 2, 3, 4] * 2 and not missing.any()
     np.testing.assert_array_equal(norms[:4], norms[4:])  # the same numbers, wherever they are combined
@@ -330,7 +332,7 @@ def test_norms_taken_during_backward_are_those_of_the_gradients_the_step_applies
     capture = GradientCapture(layers, early=True)
     assert capture.early
     backward_through_every_parameter(model)
-    assert all(entry is not None for entry in capture._early)  # every norm was taken inside backward
+    assert all(entry is not None for entry in capture._early._entries)  # every norm was taken inside backward
     capture.submit(1)
     ((_, first, missing),) = capture.drain()
     assert not missing.any()
