@@ -105,11 +105,21 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def renamed_keyword(old: str, old_value: Any, new: str, new_value: Any) -> Any:
-    """The value of a keyword that was renamed, from either name (the old one with a deprecation warning)."""
+def renamed_keyword(
+    old: str,
+    old_value: Any,
+    new: str,
+    new_value: Any,
+    why: str = "the sound card, not the torch device",
+    default: Any = None,
+) -> Any:
+    """The value of a keyword that was renamed, from either name (the old one with a deprecation warning).
+
+    The old keyword defaults to None (not given); ``default`` is the new one's default.
+    """
     if old_value is None:
         return new_value
-    if new_value is not None:
+    if new_value != default:
         raise SonifyParameterError(f"{old}= is the old name of {new}=; give only {new}=")
-    warnings.warn(f"{old}= is now {new}= (the sound card, not the torch device)", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{old}= is now {new}= ({why})", DeprecationWarning, stacklevel=3)
     return old_value

@@ -50,7 +50,7 @@ def unwrap_optimizer(optimizer: Any) -> Any:
 
 
 class OptimizerHook:
-    """Call ``record()`` once per ``optimizer.step()``, with the gradients the step uses.
+    """Call ``on_step()`` once per ``optimizer.step()``, with the gradients the step uses.
 
     A plain step is recorded just before it runs. A step given a closure
     (LBFGS and other closure optimizers, where the gradients exist only once
@@ -58,9 +58,9 @@ class OptimizerHook:
     call of the closure; if the optimizer never calls it, after the step.
     """
 
-    def __init__(self, optimizer: Any, record: Callable[[], None]) -> None:
+    def __init__(self, optimizer: Any, on_step: Callable[[], None]) -> None:
         self.optimizer = optimizer
-        self._record = record
+        self._on_step = on_step
         self._waiting = False  # a closure step that has not been recorded yet
         self._handles = [
             optimizer.register_step_pre_hook(self._before),
@@ -72,7 +72,7 @@ class OptimizerHook:
         first = 1 if args and args[0] is optimizer else 0
         closure = kwargs.get("closure", args[first] if len(args) > first else None)
         if not callable(closure):
-            self._record()
+            self._on_step()
             return None
         self._waiting = True
 
@@ -80,7 +80,7 @@ class OptimizerHook:
             result = closure(*closure_args, **closure_kwargs)
             if self._waiting:
                 self._waiting = False
-                self._record()
+                self._on_step()
             return result
 
         if "closure" in kwargs:
@@ -90,7 +90,7 @@ class OptimizerHook:
     def _after(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
         if self._waiting:
             self._waiting = False
-            self._record()
+            self._on_step()
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -115,16 +115,16 @@ class ScalerWatch:
         The (unwrapped) optimizer whose skipped steps to record.
     steps : callable
         Returns how many steps have been recorded so far.
-    record : callable
+    on_step : callable
         Records the current (unscaled, non-finite) gradients as a step.
     """
 
-    def __init__(self, scaler: Any, optimizer: Any, steps: Callable[[], int], record: Callable[[], None]) -> None:
+    def __init__(self, scaler: Any, optimizer: Any, steps: Callable[[], int], on_step: Callable[[], None]) -> None:
         if not callable(getattr(scaler, "step", None)):
             raise SonifyParameterError(
                 f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
             )
-        self.optimizer, self.steps, self.record = optimizer, steps, record
+        self.optimizer, self.steps, self.on_step = optimizer, steps, on_step
         self._wrapper = _ScalerWrapper.attach(scaler)
         self._wrapper.watches.append(self)
 
@@ -160,7 +160,7 @@ class _ScalerWrapper:
         result = self._previous(optimizer, *args, **kwargs)
         for watch, before in mine:
             if watch.steps() == before:  # the optimizer did not step: skipped for inf/NaN gradients
-                watch.record()
+                watch.on_step()
         return result
 
     def detach(self) -> None:

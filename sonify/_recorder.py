@@ -10,15 +10,20 @@ trackers. A sink that fails (a full disk, a removed folder) stops alone; the
 failure waits in :attr:`Recorder.news` for the training thread to say it,
 and the other sinks go on.
 
-The live player is not a sink here: its sound is due within a step, and this
-thread wakes once per flush interval (half a second by default), so the
-training thread hands steps to it directly (a deque append).
+The live player is not fed by this thread: its sound is due within a step,
+and this thread wakes once per flush interval (half a second by default), so
+the training thread hands steps to it directly (:class:`LiveFeed`, a deque
+append per step).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import queue
+import shutil
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,15 +32,26 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import _messages
-from ._errors import one_line
+from ._errors import SonifyError, one_line
 from ._messages import Part
-from ._pipelines import AudioPipeline
+from ._pipelines import AudioPipeline, LivePlayer, LiveReport
 from .normfile import NormLogWriter
 from .norms import RunDigest, StepNorms, layer_rows
-from .sound import Sounder
+from .rendering import render
+from .sound import Sounder, SoundSettings
 from .stats import RunStats
 
-__all__ = ["AudioSink", "NormLogSink", "Recorder", "Rows", "Sink", "TrackerSink"]
+__all__ = [
+    "AudioSink",
+    "LiveFeed",
+    "NormLogSink",
+    "Recorder",
+    "Rows",
+    "Sink",
+    "TrackerSink",
+    "audio_file_from_log",
+    "condense_audio_file",
+]
 
 
 class Rows(NamedTuple):
@@ -131,6 +147,38 @@ class TrackerSink:
     def close(self) -> None:
         if self.trackers is not None:
             self.trackers.finish()
+
+
+class LiveFeed:
+    """The live player as the training thread feeds it: finished steps at once, pacing when asked."""
+
+    part = Part.LIVE
+
+    def __init__(self, player: LivePlayer, *, pace: bool = False) -> None:
+        self.player = player
+        self._pace = pace
+        self._last_step = 0  # the last step handed over
+
+    def write(self, items: Sequence[StepNorms], steps_recorded: int) -> str | None:
+        """Hand steps over (their layer norms are combined here); with ``pace``, wait for the sound.
+
+        Returns why live sound stopped, once it has.
+        """
+        self.push(items)
+        failure = self.player.failure
+        if failure is None and self._pace:
+            self.player.wait_for_pace(steps_recorded - self._last_step)
+        return failure
+
+    def push(self, items: Sequence[StepNorms]) -> None:
+        now = time.perf_counter()
+        for item in items:
+            self.player.push(item.step, item.norms, item.missing, now)
+        if items:
+            self._last_step = items[-1].step
+
+    def close(self, drain: bool = True) -> LiveReport:
+        return self.player.close(drain=drain)
 
 
 class Recorder:
@@ -239,3 +287,50 @@ class Recorder:
             self._news.append(_messages.first_nonfinite(stats.first_nonfinite_step, stats.first_nonfinite_layers))
         for name in (n for n, new in zip(stats.layer_names, new_missing) if new):
             self._news.append(_messages.no_gradient(name))
+
+
+def condense_audio_file(
+    path: Path, digest: RunDigest, sound: SoundSettings, seconds: float, log_path: Path
+) -> dict[str, Any]:
+    """Replace an audio file cut at ``seconds`` by the whole run (its digest) condensed into that length.
+
+    Written beside it under a hidden name, then moved over it: a reader (or a
+    failure half-way) sees the old file or the new one, never half of one.
+    Returns what was condensed (for the run's summary).
+    """
+    # The condensed file is at most as long as the one it replaces: never take the last of a disk
+    # that the run's checkpoints share for it (keep the file cut at the bound instead).
+    needed = 2 * path.stat().st_size
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise SonifyError(_messages.not_condensed(free / 1e6, needed / 1e6, seconds, log_path))
+    partial = path.with_name(f".{path.stem}.condensing{path.suffix}")
+    try:
+        result = render(digest.log(), partial, sound=sound, duration=seconds, overwrite=True)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return {
+        "steps": digest.steps_seen,
+        # Each digest row holds `window` steps; render combined up to ceil(rows / windows) rows per tone.
+        "steps_per_tone": digest.window * (math.ceil(result.steps / result.windows) if result.windows else 1),
+        "seconds": round(result.duration, 3),
+    }
+
+
+def audio_file_from_log(
+    log_path: Path, audio_path: Path, sound: SoundSettings, seconds: float | None, *, overwrite: bool
+) -> dict[str, Any] | None:
+    """The audio file of a ``norm_range="auto"`` run: the whole norm log, with the range fitted to it.
+
+    Returns what was condensed when the run is longer than ``seconds``, else None.
+    """
+    result = render(log_path, audio_path, sound=sound, duration=seconds, overwrite=overwrite, drop_incomplete=True)
+    if result.windows is None:
+        return None
+    return {
+        "steps": result.steps,
+        "steps_per_tone": math.ceil(result.steps / result.windows),
+        "seconds": round(result.duration, 3),
+    }

@@ -7,6 +7,7 @@ here reads or writes files (see :mod:`sonify.normfile`) or makes sound.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -179,9 +180,14 @@ class NormLog:
             return np.zeros(self.norms.shape, bool), np.full(self.norms.shape, np.nan)
         return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
-    def audio(self, sound: Any = None, max_seconds: float = 60.0) -> Any:
-        """The log's sound as an ``IPython.display.Audio`` (long runs condensed to ``max_seconds``)."""
+    def player(self, sound: Any = None, max_seconds: float = 60.0) -> Any:
+        """The log's sound as an ``IPython.display.Audio`` player (long runs condensed to ``max_seconds``)."""
         return _presenter().audio(self, sound, max_seconds)
+
+    def audio(self, sound: Any = None, max_seconds: float = 60.0) -> Any:
+        """Deprecated: :meth:`player` (``audio`` is the Sonifier's flag for writing the audio file)."""
+        warnings.warn("NormLog.audio() is now player()", DeprecationWarning, stacklevel=2)
+        return self.player(sound, max_seconds)
 
     def _repr_html_(self) -> str:  # Jupyter shows a player
         return _presenter().html(self)

@@ -1,7 +1,7 @@
 """Inline audio players for Jupyter: a norm log or a Sonifier shows one when displayed.
 
 ``NormLog`` and ``Sonifier`` have ``_repr_html_`` (a summary line and an
-HTML5 ``<audio>`` player with the WAV embedded), and ``.audio()``, which
+HTML5 ``<audio>`` player with the WAV embedded), and ``.player()``, which
 returns an ``IPython.display.Audio`` object. Long runs are condensed to at
 most :data:`MAX_SECONDS` of sound (the alarm is kept), so the notebook stays
 small.

@@ -17,19 +17,27 @@ import datetime as _dt
 import html
 import math
 import os
-import shutil
-import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _messages
-from ._errors import SonifyError, SonifyParameterError, one_line, renamed_keyword, warn
+from ._errors import SonifyParameterError, one_line, renamed_keyword, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
 from ._messages import Part
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
-from ._recorder import AudioSink, NormLogSink, Recorder, Sink, TrackerSink
+from ._recorder import (
+    AudioSink,
+    LiveFeed,
+    NormLogSink,
+    Recorder,
+    Sink,
+    TrackerSink,
+    audio_file_from_log,
+    condense_audio_file,
+)
 from ._version import __version__
 from .capture import GradientCapture
 from .layers import GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
@@ -39,7 +47,6 @@ from .norms import RunDigest
 from .notebook import audio as notebook_audio
 from .notebook import log_html
 from .output import check_audio_path
-from .rendering import render
 from .sound import SoundSettings
 from .stats import RunStats
 from .stream import DEFAULT_LATENCY
@@ -101,9 +108,11 @@ class Sonifier:
         and spike kept), so disk use is bounded however long the run. The
         norm log keeps every step: ``sonify render`` makes the full-length
         sound from it at any time. None keeps every step in the file.
-    log : bool
-        Write the norm log (``audio=False, log=False`` with ``live=True``
-        only listens).
+    norm_log : bool
+        Write the norm log (``audio=False, norm_log=False`` with
+        ``live=True`` only listens). (``log=`` still works, with a
+        deprecation warning: "log" means sending to a tracker everywhere
+        else, as in ``log_audio``.)
     live : bool
         Play the sound through the sound card while training runs. Training
         never waits for it; when steps come faster than they can sound, the
@@ -184,7 +193,7 @@ class Sonifier:
         sound: SoundSettings | None = None,
         mapping: str | PitchMap | None = None,
         audio: bool = True,
-        log: bool = True,
+        norm_log: bool = True,
         live: bool = False,
         output_device: int | str | None = None,
         pace: bool = False,
@@ -200,12 +209,16 @@ class Sonifier:
         tracker_prefix: str = "sonify",
         max_audio_seconds: float | None = MAX_AUDIO_SECONDS,
         device: int | str | None = None,
+        log: bool | None = None,
     ) -> None:
         import torch
 
         from .trackers import check_options
 
         output_device = renamed_keyword("device", device, "output_device", output_device)
+        log = renamed_keyword(
+            "log", log, "norm_log", norm_log, why="the norm log file; log_* means a tracker", default=True
+        )
         # -- 1. check every option: nothing is created for a bad argument --
         target = _checked_optimizer(model, optimizer, scaler)
         _check_options(during_backward, live, pace, max_audio_seconds, flush_interval, latency)
@@ -218,7 +231,7 @@ class Sonifier:
         self._audio_from_log = audio and self.sound.norm_range == "auto"
         if self._audio_from_log and not log:
             raise SonifyParameterError(
-                "norm_range='auto' makes the audio file from the norm log when the run ends; keep log=True, "
+                "norm_range='auto' makes the audio file from the norm log when the run ends; keep norm_log=True, "
                 "or give fixed bounds"
             )
         recording = self.sound.replace(norm_range=None) if self.sound.norm_range == "auto" else self.sound
@@ -245,8 +258,6 @@ class Sonifier:
         self._model = model
         self._overwrite = overwrite
         self._optimizer = target
-        self._pace = pace
-        self._live_step = 0  # last step handed to the live player
         self.live_report: LiveReport | None = None
         #: With a run longer than ``max_audio_seconds``: how its audio file was condensed at the end.
         self.audio_condensed: dict[str, Any] | None = None
@@ -255,7 +266,6 @@ class Sonifier:
         self._steps = 0
         self._closed = False
         self._reported: set[str] = set()
-        self._misuse_reported = False
         self._groups_seen = len(target.param_groups) if target is not None else 0
         # One digest of the whole run, in bounded rows: the trackers' and the notebook's sound, and the bounded
         # audio file when it is condensed at close (rows for the longest of them).
@@ -277,8 +287,11 @@ class Sonifier:
             # The sound card first: if it fails, no files are left behind. Live sound has a sounder of its own:
             # it skips steps that the file keeps.
             self._live = (
-                LivePlayer(
-                    recording.sounder(len(self.layers), pitch_map), device=output_device, pace=pace, latency=latency
+                LiveFeed(
+                    LivePlayer(
+                        recording.sounder(len(self.layers), pitch_map), device=output_device, pace=pace, latency=latency
+                    ),
+                    pace=pace,
                 )
                 if live
                 else None
@@ -316,17 +329,17 @@ class Sonifier:
             paths = {str(Part.SUMMARY): self.meta_path if self._writer is not None else None}
             self._recorder = Recorder(self.stats, sounder, sinks, flush_interval, paths=paths)
             stack.callback(self._recorder.close)
-            self._hook = OptimizerHook(target, self._record) if target is not None else None
-            if self._hook is not None:
-                stack.callback(self._hook.remove)
-            self._scaler_watch = (
-                ScalerWatch(scaler, target, lambda: self._steps, self._record) if scaler is not None else None
-            )
-            if self._scaler_watch is not None:
-                stack.callback(self._scaler_watch.remove)
-            # A parameter replaced by load_state_dict(..., assign=True) is followed at once.
-            self._load_hook = model.register_load_state_dict_post_hook(self._after_load)
-            stack.callback(self._load_hook.remove)
+            # Removable hooks: the optimizer's step, the AMP scaler's skipped steps, and load_state_dict (a
+            # parameter replaced by load_state_dict(..., assign=True) is followed at once).
+            self._hooks: list[Any] = []
+            if target is not None:
+                self._hooks.append(OptimizerHook(target, self._on_step))
+            if scaler is not None:
+                self._hooks.append(ScalerWatch(scaler, target, lambda: self._steps, self._on_step))
+            self._hooks.append(model.register_load_state_dict_post_hook(self._after_load))
+            for hook in self._hooks:
+                stack.callback(hook.remove)
+            self._records_optimizer_steps = target is not None
             atexit.register(self.close)
             stack.pop_all()
 
@@ -340,14 +353,14 @@ class Sonifier:
         Never raises: misuse (a Sonifier that records at ``optimizer.step()``
         already, or one that is closed) gives one warning and records nothing.
         """
-        if self._hook is not None or self._closed:
-            if not self._misuse_reported:
-                self._misuse_reported = True
+        if self._records_optimizer_steps or self._closed:
+            if "misuse" not in self._reported:
+                self._reported.add("misuse")
                 warn(_messages.step_misused(self._closed), stacklevel=3)
             return
-        self._record()
+        self._on_step()
 
-    def _record(self) -> None:
+    def _on_step(self) -> None:
         """One step: launch the norm computation, hand finished steps on. Never raises into training."""
         if self._closed:
             return
@@ -361,7 +374,9 @@ class Sonifier:
             for item in ready:
                 self._recorder.put(item)
             if self._live is not None:
-                self._to_live(self._live, ready)
+                failure = self._live.write(ready, self._steps)
+                if failure is not None:
+                    self._report_live_failure(failure)
             if self._recorder.news:
                 self._report_news()
             if self._optimizer is not None and len(self._optimizer.param_groups) != self._groups_seen:
@@ -379,20 +394,6 @@ class Sonifier:
         except Exception as exc:  # the trackers stop; capture and the files go on
             self._trackers = None
             warn(_messages.trackers_stopped(one_line(exc)), stacklevel=4)
-
-    def _to_live(self, live: LivePlayer, items: list[Any]) -> None:
-        self._push_live(live, items)
-        if live.failure is not None:
-            self._report_live_failure(live.failure)
-        elif self._pace:
-            live.wait_for_pace(self._steps - self._live_step)
-
-    def _push_live(self, live: LivePlayer, items: list[Any]) -> None:
-        now = time.perf_counter()
-        for item in items:
-            live.push(item.step, item.norms, item.missing, now)
-        if items:
-            self._live_step = items[-1].step
 
     def _check_new_parameters(self, optimizer: torch.optim.Optimizer) -> None:
         """Say once if ``optimizer.add_param_group`` brought parameters that no layer records."""
@@ -442,15 +443,14 @@ class Sonifier:
         self._closed = True
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
-        for part in (self._hook, self._scaler_watch, self._load_hook):
-            if part is not None:
-                self._guarded(Part.HOOKS, part.remove)
+        for hook in self._hooks:
+            self._guarded(Part.HOOKS, hook.remove)
         self._guarded(Part.HOOKS, self._capture.remove_hooks)
         remaining = self._guarded(Part.CAPTURE, self._capture.drain) or []
         for item in remaining:
             self._recorder.put(item)
         if self._live is not None:
-            self._guarded(Part.LIVE, self._push_live, self._live, remaining)
+            self._guarded(Part.LIVE, self._live.push, remaining)
             self.live_report = self._guarded(Part.LIVE, self._live.close, drain=drain)
             if self.live_report is not None and self.live_report.failure is not None:
                 self._report_live_failure(self.live_report.failure)
@@ -477,52 +477,15 @@ class Sonifier:
         return self.stats
 
     def _condense_audio(self) -> None:
-        """Replace the audio file (cut at ``max_audio_seconds``) by the whole run condensed into that length.
-
-        Written beside it under a hidden name, then moved over it: a reader
-        (or a failure half-way) sees the old file or the new one, never half of one.
-        """
-
         assert self.max_audio_seconds is not None
-        path = self.audio_path
-        # The condensed file is at most as long as the one it replaces: never take the last of a disk
-        # that the run's checkpoints share for it (keep the file cut at the bound instead).
-        needed = 2 * path.stat().st_size
-        free = shutil.disk_usage(path.parent).free
-        if free < needed:
-            raise SonifyError(_messages.not_condensed(free / 1e6, needed / 1e6, self.max_audio_seconds, self.log_path))
-        partial = path.with_name(f".{path.stem}.condensing{path.suffix}")
-        try:
-            result = render(
-                self._digest.log(), partial, sound=self.sound, duration=self.max_audio_seconds, overwrite=True
-            )
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        self.audio_condensed = {
-            "steps": self._digest.steps_seen,
-            # Each digest row holds `window` steps; render combined up to ceil(rows / windows) rows per tone.
-            "steps_per_tone": self._digest.window * (math.ceil(result.steps / result.windows) if result.windows else 1),
-            "seconds": round(result.duration, 3),
-        }
+        self.audio_condensed = condense_audio_file(
+            self.audio_path, self._digest, self.sound, self.max_audio_seconds, self.log_path
+        )
 
     def _render_from_log(self) -> None:
-        """The audio file of a ``norm_range="auto"`` run: the whole norm log, with the range fitted to it."""
-        result = render(
-            self.log_path,
-            self.audio_path,
-            sound=self.sound,
-            duration=self.max_audio_seconds,
-            overwrite=self._overwrite,
-            drop_incomplete=True,
+        self.audio_condensed = audio_file_from_log(
+            self.log_path, self.audio_path, self.sound, self.max_audio_seconds, overwrite=self._overwrite
         )
-        if result.windows is not None:
-            self.audio_condensed = {
-                "steps": result.steps,
-                "steps_per_tone": math.ceil(result.steps / result.windows),
-                "seconds": round(result.duration, 3),
-            }
 
     def log_audio(self, target: Any, *, max_seconds: float = 60.0, norms: bool = False) -> list[str]:
         """Send the run so far (its norm log) to an experiment tracker: the sound, and the norms if asked.
@@ -535,7 +498,7 @@ class Sonifier:
         from .trackers import log_audio
 
         if self._writer is None:
-            raise SonifyParameterError("log_audio() reads the norm log; create the Sonifier with log=True")
+            raise SonifyParameterError("log_audio() reads the norm log; create the Sonifier with norm_log=True")
         try:
             return log_audio(target, self.log_path, sound=self.sound, max_seconds=max_seconds, norms=norms)
         except SonifyParameterError:  # a bad target or value: the caller's error, raised before anything is read
@@ -590,9 +553,14 @@ class Sonifier:
             return text
         return text + log_html(self._digest.log(), self.sound, self.stats)
 
-    def audio(self, max_seconds: float = 60.0) -> Any:
-        """The run so far as an ``IPython.display.Audio``, condensed to ``max_seconds`` (from memory, not the log)."""
+    def player(self, max_seconds: float = 60.0) -> Any:
+        """The run so far as an ``IPython.display.Audio`` player, condensed to ``max_seconds`` (from memory)."""
         return notebook_audio(self._digest.log(), self.sound, max_seconds)
+
+    def audio(self, max_seconds: float = 60.0) -> Any:
+        """Deprecated: :meth:`player` (``audio=`` is the flag that writes the audio file)."""
+        warnings.warn("Sonifier.audio() is now player()", DeprecationWarning, stacklevel=2)
+        return self.player(max_seconds)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "recording"

@@ -6,6 +6,7 @@ import re
 import time
 
 import numpy as np
+import pytest
 import soundfile
 import torch
 
@@ -39,8 +40,31 @@ def test_a_long_log_plays_inline_condensed_with_its_alarm():
 
 
 def test_audio_object_for_ipython():
-    player = NormLog.from_array(np.ones((3, 2))).audio()
+    player = NormLog.from_array(np.ones((3, 2))).player()
     assert type(player).__name__ == "Audio" and player.data[:4] == b"RIFF"
+
+
+def test_renamed_names_still_work_with_a_deprecation_warning(tmp_path):
+    """Names that meant two things were renamed (CHANGELOG); the old ones keep working, with a warning."""
+    log = NormLog.from_array(np.ones((3, 2)))
+    with pytest.warns(DeprecationWarning, match="player"):
+        assert log.audio().data == log.player().data
+    with pytest.warns(DeprecationWarning, match="as_dict"):
+        assert sonify.SoundSettings().describe() == sonify.SoundSettings().as_dict()
+    with pytest.warns(DeprecationWarning, match="as_dict"):
+        assert sonify.get_map("log").describe() == sonify.get_map("log").as_dict()
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(DeprecationWarning, match="norm_log"):
+        son = sonify.Sonifier(model, optimizer, out=tmp_path / "x.wav", log=False, audio=False)
+    with son:
+        model(torch.ones(2, 3)).sum().backward()
+        optimizer.step()
+    assert son.files == [] and not list(tmp_path.iterdir())
+    with pytest.warns(DeprecationWarning, match="player"):
+        assert type(son.audio()).__name__ == "Audio"
+    with pytest.raises(sonify.SonifyParameterError, match="give only norm_log"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "y.wav", log=False, norm_log=False)
 
 
 def test_a_running_sonifier_shows_the_steps_so_far(tmp_path):

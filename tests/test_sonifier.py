@@ -206,7 +206,7 @@ def test_killed_run_keeps_its_log_and_render_rebuilds_the_audio(tmp_path):
 
 def wav_frames(path, son):
     audio, _ = soundfile.read(path, dtype="float32")
-    step = son._live.synth.step_samples if son._live else son.sound.synthesizer(len(son.layers)).step_samples
+    step = son._live.player.synth.step_samples if son._live else son.sound.synthesizer(len(son.layers)).step_samples
     return [audio[i : i + step] for i in range(0, len(audio), step)]
 
 
@@ -242,7 +242,7 @@ def test_live_run_faster_than_the_sound_keeps_every_step_in_the_files(tmp_path, 
 def test_live_only_writes_no_files(tmp_path, sound_server):
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, audio=False, log=False) as son:
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live=True, audio=False, norm_log=False) as son:
         train(model, optimizer, steps=5)
     assert son.files == [] and not list(tmp_path.iterdir()) and son.stats.steps == 5
 
@@ -735,5 +735,5 @@ def test_norm_range_auto_makes_the_audio_from_the_whole_log_at_close(tmp_path):
     fitted = sound.pitch_map(sonify.load_norms(tmp_path / "fit.norms.csv").norms)
     assert fitted.norm_range != sonify.SoundSettings().pitch_map().norm_range  # really fitted to this run
     with pytest.raises(sonify.SonifyParameterError, match="norm log when the run ends"):
-        sonify.Sonifier(model, optimizer, out=tmp_path / "x.wav", sound=sound, log=False)
+        sonify.Sonifier(model, optimizer, out=tmp_path / "x.wav", sound=sound, norm_log=False)
     assert not (tmp_path / "x.wav").exists()

@@ -124,7 +124,7 @@ def train(
         out=out,
         sound=sound,
         audio=not no_save,
-        log=not no_save,
+        norm_log=not no_save,
         live=live,
         output_device=output_device,
         pace=pace,
