@@ -109,7 +109,7 @@ def find_frames(captured, frames, atol=1e-5):
 def live_session(server, seconds, workdir):
     model, optimizer, step = make_run()
     son = reference_sonifier(model, optimizer, Path(workdir) / "live.wav", live=True)
-    player = son._live
+    player = son._live.player  # the LivePlayer behind the Sonifier's live feed
     player.timeline = []
     frames = []
     write = player.stream.write
