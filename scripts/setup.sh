@@ -31,5 +31,7 @@ TV_MINOR=$(( $(echo "$TORCH_VERSION" | cut -d. -f2) + 15 ))
 echo "[setup] pip: torchvision==0.$TV_MINOR.*"
 $PIP install -q "torchvision==0.$TV_MINOR.*" "torch==$TORCH_VERSION"
 echo "[setup] pip: sonify[dev]"
+# DeepSpeed (a dev dependency, for its tests) compiles its ops only when first used, and never the CUDA ones here.
+export DS_BUILD_OPS=0 DS_ACCELERATOR=cpu
 $PIP install -q -e ".[dev]" "torch==$TORCH_VERSION"
 python -c "import torch; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__; print('[setup] done: torch', torch.__version__)"

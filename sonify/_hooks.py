@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from ._errors import SonifyParameterError
 
-__all__ = ["OptimizerHook", "ScalerWatch", "unwrap_optimizer"]
+__all__ = ["OptimizerHook", "ScalerWatch", "ZeroStepHook", "unwrap_optimizer"]
 
 
 def unwrap_optimizer(optimizer: Any) -> Any:
@@ -178,3 +178,40 @@ def unwrap_or_self(optimizer: Any) -> Any:
         return unwrap_optimizer(optimizer)
     except SonifyParameterError:
         return optimizer
+
+
+class ZeroStepHook:
+    """Call ``on_step()`` once per real step of a DeepSpeed ZeRO optimizer, before it clips and updates.
+
+    A ZeRO optimizer is not a torch optimizer (no step hooks), and the torch
+    optimizer inside it steps once per parameter group on flat partitions,
+    after the model's gradients are gone. So its ``step`` is wrapped on the
+    instance (the engine calls it once per optimizer step, after gradient
+    accumulation); :meth:`remove` puts the original back.
+    """
+
+    def __init__(self, zero_optimizer: Any, on_step: Callable[[], None]) -> None:
+        self.optimizer = zero_optimizer
+        self._on_step = on_step
+        self._had_own = "step" in vars(zero_optimizer)  # another wrapper already on the instance: kept below ours
+        original = zero_optimizer.step
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            self._on_step()
+            return original(*args, **kwargs)
+
+        self._original, self._wrapper = original, step
+        zero_optimizer.step = step
+
+    def remove(self) -> None:
+        """Put the original ``step`` back (unless someone wrapped it after us: then ours only stops calling)."""
+        if vars(self.optimizer).get("step") is self._wrapper:
+            if self._had_own:
+                self.optimizer.step = self._original
+            else:
+                del self.optimizer.step
+        self._on_step = _nothing
+
+
+def _nothing() -> None:
+    return None

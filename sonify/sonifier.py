@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import _messages
 from ._errors import SonifyParameterError, one_line, renamed_keyword, warn
 from ._files import check_new_file
-from ._hooks import OptimizerHook, ScalerWatch, unwrap_optimizer
+from ._hooks import OptimizerHook, ScalerWatch, ZeroStepHook, unwrap_optimizer
 from ._messages import Part
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
 from ._recorder import (
@@ -39,7 +39,7 @@ from ._recorder import (
     condense_audio_file,
 )
 from ._version import __version__
-from .capture import GradientCapture
+from .capture import GradientCapture, find_zero_optimizer
 from .layers import GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
 from .mapping import PitchMap
 from .normfile import NormLogWriter, log_paths
@@ -220,7 +220,7 @@ class Sonifier:
             "log", log, "norm_log", norm_log, why="the norm log file; log_* means a tracker", default=True
         )
         # -- 1. check every option: nothing is created for a bad argument --
-        target = _checked_optimizer(model, optimizer, scaler)
+        target, zero = _checked_optimizer(model, optimizer, scaler)
         _check_options(during_backward, live, pace, max_audio_seconds, flush_interval, latency)
         check_options(log_audio_every_n_steps, audio_seconds)
         self.layers = group_layers(select_layers(model, layers, params), group)
@@ -248,7 +248,7 @@ class Sonifier:
             "sonify": __version__,
             "torch": torch.__version__,
             "model": type(model).__name__,
-            "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+            "optimizer": type(optimizer).__name__ if optimizer is not None else type(zero).__name__ if zero else None,
             "parameters": {layer.name: list(layer.parameter_names) for layer in self.layers},
             "sound": self.sound.as_dict(pitch_map),
             "audio": str(self.audio_path) if audio else None,
@@ -315,7 +315,9 @@ class Sonifier:
             )
             if self._audio is not None:
                 stack.callback(_discard, self._audio.close, self.audio_path)
-            self._capture = GradientCapture(self.layers, sharded=_is_fsdp1(model), early=during_backward)
+            self._capture = GradientCapture(
+                self.layers, sharded=_is_fsdp1(model), early=during_backward, zero_optimizer=zero
+            )
             stack.callback(self._capture.remove_hooks)
             # Other ranks only take part in the collective of sharded capture.
             self._capturing = self.rank == 0 or self._capture.sharded
@@ -334,12 +336,14 @@ class Sonifier:
             self._hooks: list[Any] = []
             if target is not None:
                 self._hooks.append(OptimizerHook(target, self._on_step))
+            if zero is not None:
+                self._hooks.append(ZeroStepHook(zero, self._on_step))
             if scaler is not None:
                 self._hooks.append(ScalerWatch(scaler, target, lambda: self._steps, self._on_step))
             self._hooks.append(model.register_load_state_dict_post_hook(self._after_load))
             for hook in self._hooks:
                 stack.callback(hook.remove)
-            self._records_optimizer_steps = target is not None
+            self._records_optimizer_steps = target is not None or zero is not None
             atexit.register(self.close)
             stack.pop_all()
 
@@ -377,6 +381,9 @@ class Sonifier:
                 failure = self._live.write(ready, self._steps)
                 if failure is not None:
                     self._report_live_failure(failure)
+            if self._capture.failure is not None and Part.CAPTURE not in self._recorder.failures:
+                # Every rank learnt it at this step and keeps the collective going: only the recording stops.
+                self._recorder.fail(Part.CAPTURE, self._capture.failure, step=self._steps)
             if self._recorder.news:
                 self._report_news()
             if self._optimizer is not None and len(self._optimizer.param_groups) != self._groups_seen:
@@ -591,12 +598,20 @@ def _tracker_log(
     return TrackerLog(targets, digest, sound, every_n_steps=every, norms=norms, max_seconds=seconds, prefix=prefix)
 
 
-def _checked_optimizer(model: Any, optimizer: Any, scaler: Any) -> Any:
-    """The torch optimizer to hook (unwrapped from Lightning's, Accelerate's...), after checking the model and scaler."""
+def _checked_optimizer(model: Any, optimizer: Any, scaler: Any) -> tuple[Any, Any]:
+    """The torch optimizer to hook (unwrapped from Lightning's, Accelerate's...), or DeepSpeed's ZeRO optimizer.
+
+    Returns ``(torch optimizer or None, ZeRO optimizer or None)``, after checking the model and scaler.
+    """
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise SonifyParameterError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    zero = find_zero_optimizer(model, optimizer)
+    if zero is not None:
+        if scaler is not None:
+            raise SonifyParameterError("scaler= is for torch.amp; DeepSpeed scales fp16 itself: leave scaler out")
+        return None, zero
     target = unwrap_optimizer(optimizer) if optimizer is not None else None
     if scaler is not None and target is None:
         raise SonifyParameterError("scaler= needs the optimizer too: Sonifier(model, optimizer, scaler=scaler)")
@@ -604,7 +619,7 @@ def _checked_optimizer(model: Any, optimizer: Any, scaler: Any) -> Any:
         raise SonifyParameterError(
             f"scaler={type(scaler).__name__} has no step(); pass a torch.amp.GradScaler (or leave scaler out)"
         )
-    return target
+    return target, None
 
 
 def _check_options(

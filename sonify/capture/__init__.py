@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._errors import SonifyParameterError
 from ..layers import Layer
 from ..norms import StepNorms, combine_segments
+from ._deepspeed import failure_message, find_zero_optimizer, zero_layer_norms
 from ._early import EarlyNorms
 from ._host import HostQueue, InFlight
 from ._kernels import parameter_norms, present, segment_starts, stacked
@@ -46,7 +47,7 @@ from ._sharded import is_dtensor, sharded_layer_norms
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PER_TENSOR_LIMIT", "GradientCapture"]
+__all__ = ["PER_TENSOR_LIMIT", "GradientCapture", "find_zero_optimizer"]
 
 #: On the CPU, up to this many gradients are read one by one (a norm and ``.item()`` each); more go
 #: through the one fused call (measured: see ``benchmarks/bench_training.py``, many small tensors).
@@ -91,11 +92,22 @@ class GradientCapture:
     have changed, so there such a norm stays ``inf``.)
     """
 
-    def __init__(self, layers: Sequence[Layer], sharded: bool = False, early: bool = False) -> None:
+    def __init__(
+        self, layers: Sequence[Layer], sharded: bool = False, early: bool = False, zero_optimizer: Any = None
+    ) -> None:
         if not isinstance(early, bool):
             raise SonifyParameterError(f"early={early!r} is not understood; use True or False")
         self.layers = list(layers)
-        self.sharded = sharded or any(is_dtensor(p) for layer in self.layers for p in layer.parameters)
+        #: The DeepSpeed ZeRO optimizer whose gradient pieces are read (see ``_deepspeed``), or None.
+        self.zero_optimizer = zero_optimizer
+        self.sharded = (
+            sharded
+            or zero_optimizer is not None
+            or any(is_dtensor(p) for layer in self.layers for p in layer.parameters)
+        )
+        #: Why no more steps come (set on every rank at the same step); None while capture works.
+        self.failure: str | None = None
+        self._zero_reason = ""
         self._host = HostQueue()
         self._gaps_checked: tuple = ()
         self._careful = False  # the last step had a missing or sparse gradient
@@ -165,6 +177,13 @@ class GradientCapture:
 
     def submit(self, step: int) -> None:
         """Start reading the current gradients as the norms of ``step``."""
+        if self.zero_optimizer is not None:  # every rank, every step, even after a failure: no rank may skip it
+            packed, reason = zero_layer_norms(
+                self._parameters, self._owners.tolist(), len(self.layers), self.zero_optimizer
+            )
+            self._zero_reason = self._zero_reason or reason
+            self._host.put(step, packed, None, None)
+            return
         grads = [p.grad for p in self._parameters]
         if self.sharded:
             self._submit_sharded(step, grads)
@@ -228,13 +247,13 @@ class GradientCapture:
         norms (see :class:`~sonify.norms.StepNorms`): a consumer on another
         thread combines many at once with :func:`~sonify.norms.layer_rows`.
         """
-        return [self._take(entry) for entry in self._host.ready()]
+        return [item for item in map(self._take, self._host.ready()) if item is not None]
 
     def drain(self) -> list[StepNorms]:
         """All submitted steps, waiting for the device where needed."""
-        return [self._take(entry) for entry in self._host.drain()]
+        return [item for item in map(self._take, self._host.drain()) if item is not None]
 
-    def _take(self, entry: InFlight) -> StepNorms:
+    def _take(self, entry: InFlight) -> StepNorms | None:
         step, values, index, _, sharded = entry
         if index is None and not sharded and self._one_per_segment:  # every layer present, in order
             if not self._trivial:  # combined where first read (see StepNorms)
@@ -243,8 +262,12 @@ class GradientCapture:
             return StepNorms(step, np.asarray(values, dtype=np.float64), self._all_present)
         values = np.asarray(values.numpy() if hasattr(values, "numpy") else values, dtype=np.float64)
         count = len(self.layers)
-        if sharded:  # layer norms, then how many ranks held a gradient of each layer
-            return StepNorms(step, values[:count], values[count:] == 0)
+        if sharded:  # layer norms, then how many ranks held a gradient of each layer (then DeepSpeed's failures)
+            if self.failure is not None or (len(values) > 2 * count and values[2 * count] > 0):
+                # Known to every rank from the same numbers: all stop recording here, and keep the collective.
+                self.failure = self.failure or failure_message(self._zero_reason)
+                return None
+            return StepNorms(step, values[:count], values[count : 2 * count] == 0)
         owners = self._owners if index is None else self._owners[index]
         starts = segment_starts(owners)
         missing = np.ones(count, dtype=bool)

@@ -14,7 +14,7 @@ from .._errors import SonifyError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["is_dtensor", "sharded_layer_norms"]
+__all__ = ["collective_device", "is_dtensor", "sharded_layer_norms"]
 
 
 def sharded_layer_norms(grads: list, owners: list[int], count: int, wide: bool) -> torch.Tensor:
@@ -36,7 +36,7 @@ def sharded_layer_norms(grads: list, owners: list[int], count: int, wide: bool) 
             local.append(grad)
             weights.append(1.0)
         layer_of.append(owner)
-    device = local[0].device if local else _collective_device()
+    device = local[0].device if local else collective_device()
     # float64: squares of float32 norms up to 3e38 still fit, so nothing overflows on the way.
     packed = torch.zeros(2 * count, dtype=torch.float64, device=device)
     if local:
@@ -77,7 +77,7 @@ def _replication(tensor: Any) -> int:
     return factor
 
 
-def _collective_device() -> torch.device:
+def collective_device() -> torch.device:
     import torch
     import torch.distributed as dist
 

@@ -55,9 +55,15 @@ class _SonifierHolder:
         }
         self.log_audio = log_audio or log_norms
         self.sonifier: Sonifier | None = None
+        self._hooked = False  # the Sonifier records at the optimizer's steps itself (DeepSpeed)
 
-    def _start(self, model: Any, trackers: list[Any] | None = None, **metadata: Any) -> None:
+    def _start(
+        self, model: Any, trackers: list[Any] | None = None, zero_optimizer: Any = None, **metadata: Any
+    ) -> None:
+        """A Sonifier for this run; with DeepSpeed ZeRO, hooked to its optimizer (the framework's step event
+        comes too late or too early there: the gradients are DeepSpeed's pieces only inside its step)."""
         self._stop(drain=False)  # a run that died without telling us
+        self._hooked = zero_optimizer is not None
         extra = {**metadata, **self.options.get("metadata", {})}
         options = {key: value for key, value in self.options.items() if key != "metadata"}
         if trackers and self.log_audio:
@@ -66,14 +72,14 @@ class _SonifierHolder:
         if out is not None and not options.get("overwrite"):
             out = unique_out(out)
         try:
-            self.sonifier = Sonifier(model, out=out, metadata=extra, **options)
+            self.sonifier = Sonifier(model, zero_optimizer, out=out, metadata=extra, **options)
         except Exception as exc:  # inside the framework's loop: never stop the training
             self.sonifier = None
             reason = str(exc) if isinstance(exc, SonifyError) else f"{type(exc).__name__}: {exc}"
             warn(f"sonify is off for this run: {reason}", stacklevel=3)
 
     def _step(self) -> None:
-        if self.sonifier is not None:
+        if self.sonifier is not None and not self._hooked:
             self.sonifier.step()
 
     def _stop(self, drain: bool = True) -> None:

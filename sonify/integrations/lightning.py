@@ -24,6 +24,7 @@ from typing import Any
 
 from .._errors import SonifyError
 from .._optional import require
+from ..capture import find_zero_optimizer
 from ._holder import _SonifierHolder
 
 
@@ -73,7 +74,13 @@ class SonifyCallback(_pl.Callback, _SonifierHolder):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         loggers = self._usable(list(trainer.loggers)) if self.log_audio and trainer.is_global_zero else []
-        self._start(pl_module, loggers, framework=f"lightning {_pl.__version__}", max_steps=trainer.max_steps)
+        self._start(
+            pl_module,
+            loggers,
+            zero_optimizer=_zero_optimizer(trainer),
+            framework=f"lightning {_pl.__version__}",
+            max_steps=trainer.max_steps,
+        )
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         self._step()
@@ -86,3 +93,12 @@ class SonifyCallback(_pl.Callback, _SonifierHolder):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._stop(drain=False)  # stop the sound at once; the files are complete
+
+
+def _zero_optimizer(trainer: Any) -> Any:
+    """DeepSpeed's ZeRO optimizer under Lightning's DeepSpeed strategy, or None (never raises into ``fit``)."""
+    try:
+        optimizers = list(getattr(trainer, "optimizers", None) or [])
+        return find_zero_optimizer(trainer.strategy.model, optimizers[0] if optimizers else None)
+    except Exception:
+        return None

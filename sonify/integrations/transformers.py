@@ -31,6 +31,7 @@ from typing import Any
 
 from .._errors import warn
 from .._optional import require
+from ..capture import find_zero_optimizer
 from ._holder import _SonifierHolder
 
 _transformers: Any = require("transformers", extra="transformers", purpose="sonify's Trainer callback")
@@ -61,6 +62,8 @@ class SonifyTrainerCallback(_transformers.TrainerCallback, _SonifierHolder):
         self._start(
             model,
             trackers,
+            # Under DeepSpeed, Accelerate's backward() runs the real step: on_pre_optimizer_step comes after it.
+            zero_optimizer=_zero_optimizer(model, kwargs.get("optimizer")),
             framework=f"transformers {_transformers.__version__}",
             max_grad_norm=args.max_grad_norm,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -106,6 +109,14 @@ class SonifyTrainerCallback(_transformers.TrainerCallback, _SonifierHolder):
         except Exception as exc:  # inside the Trainer: never stop the training
             warn(f"sonify cannot log to the report_to trackers: {type(exc).__name__}: {exc}")
         return found
+
+
+def _zero_optimizer(model: Any, optimizer: Any) -> Any:
+    """DeepSpeed's ZeRO optimizer behind the Trainer's, or None (never raises into the Trainer)."""
+    try:
+        return find_zero_optimizer(model, optimizer)
+    except Exception:
+        return None
 
 
 def _tensorboard_folder(output_dir: str | None) -> Path:
