@@ -69,21 +69,22 @@ def zero_layer_norms(parameters: list, owners: list[int], count: int, zero_optim
     import torch
     import torch.distributed as dist
 
-    squares, shares, layers, reason = [], [], [], ""
+    pieces, shares, layers, reason = [], [], [], ""
     try:
         for parameter, owner in zip(parameters, owners):
             piece, share = _local_piece(parameter)
-            if piece is not None:
-                squares.append(share * torch.linalg.vector_norm(piece.detach(), dtype=torch.float64).square())
+            if piece is not None and piece.numel():
+                pieces.append(piece.detach())
                 shares.append(share)
                 layers.append(owner)
     except Exception as exc:  # this rank cannot read its pieces: say so through the collective, never skip it
-        squares, shares, layers, reason = [], [], [], one_line(exc) or type(exc).__name__
-    device = squares[0].device if squares else collective_device()
+        pieces, shares, layers, reason = [], [], [], one_line(exc) or type(exc).__name__
+    squares = _squared_norms(pieces, shares)
+    device = squares.device if squares is not None else collective_device()
     packed = torch.zeros(2 * count + 1, dtype=torch.float64, device=device)
-    if squares:
+    if squares is not None:
         index = torch.tensor(layers, device=device)
-        packed[:count].index_add_(0, index, torch.stack(squares))
+        packed[:count].index_add_(0, index, squares)
         packed[count : 2 * count].index_add_(0, index, torch.tensor(shares, dtype=torch.float64, device=device))
     if reason:
         packed[-1] = 1.0
@@ -93,6 +94,21 @@ def zero_layer_norms(parameters: list, owners: list[int], count: int, zero_optim
     if scale != 1.0:
         packed[:count] /= scale
     return packed, reason
+
+
+def _squared_norms(pieces: list, shares: list[float]) -> torch.Tensor | None:
+    """Each piece's squared norm times its share, in float64: one fused call for all pieces."""
+    import torch
+
+    if not pieces:
+        return None
+    # Norms in float32 at least (16-bit pieces are accumulated in float32), float64 pieces in their own precision.
+    wide = any(piece.dtype == torch.float64 for piece in pieces)
+    norms = torch._foreach_norm(pieces, 2) if wide else torch._foreach_norm(pieces, 2, dtype=torch.float32)
+    squares = torch.stack([norm.to(torch.float64) for norm in norms]).square()
+    if any(share != 1.0 for share in shares):
+        squares *= torch.tensor(shares, dtype=torch.float64, device=squares.device)
+    return squares
 
 
 def failure_message(reason: str) -> str:
