@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/_deepspeed_worker.py MODE OUT_DIR
 
-MODE ``grid``: every ZeRO stage (1, 2, 3) x fp32/bf16/fp16 x gradient accumulation 1/2, each with a Sonifier
+MODE ``grid``: every ZeRO stage (1, 2, 3) x fp32/bf16/fp16 x gradient accumulation 1/2 (ZeRO-2 with 2 parameter
+groups), and two with the optimizer offloaded to the CPU, each with a Sonifier
 on every rank; the reference norms are taken at the same moment with ``deepspeed.utils.safe_get_full_grad``
 (which gathers every full gradient: what sonify must not do) and saved by rank 0 beside each log.
 MODE ``attach``: the ways to attach (the engine; the model and ``engine.optimizer``; ``son.step()`` misuse).
@@ -49,7 +50,7 @@ def count_sonify_all_reduces() -> None:
     dist.all_reduce = counted
 
 
-def make_engine(stage: int, dtype: str, accumulation: int, groups: int = 1, clip: float = 1.0):
+def make_engine(stage: int, dtype: str, accumulation: int, groups: int = 1, clip: float = 1.0, offload: bool = False):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 2))
     params = list(model.parameters())
@@ -61,6 +62,9 @@ def make_engine(stage: int, dtype: str, accumulation: int, groups: int = 1, clip
         "zero_allow_untested_optimizer": True,
         "gradient_clipping": clip,
     }
+    if offload:  # the optimizer state and step on the CPU (with a torch optimizer: no DeepSpeedCPUAdam build)
+        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+        config["zero_force_ds_cpu_optimizer"] = False
     if dtype == "bf16":
         config["bf16"] = {"enabled": True}
     if dtype == "fp16":
@@ -105,19 +109,26 @@ def grid(out: Path, rank: int) -> None:
             for accumulation in (1, 2):
                 name = f"zero{stage}-{dtype}-acc{accumulation}"
                 engine = make_engine(stage, dtype, accumulation, groups=2 if stage == 2 else 1)
-                son = sonify.Sonifier(engine, out=out / f"{name}.wav", audio=False, flush_interval=0.05)
-                SONIFY_ALL_REDUCES[0] = 0
-                rows: list = []
-                reference_hook(engine, son, rows)
-                train(engine, accumulation, rank)
-                son.close()
-                if rank == 0:
-                    (out / f"{name}.reference.json").write_text(json.dumps(rows))
-                print(
-                    f"rank {rank}: {name} steps {son.steps} all_reduce {SONIFY_ALL_REDUCES[0]} "
-                    f"failures {sorted(son.failures)}",
-                    flush=True,
-                )
+                run_one(engine, name, accumulation, out, rank)
+    for stage, dtype, accumulation in ((2, "fp32", 2), (3, "bf16", 1)):
+        name = f"zero{stage}-{dtype}-acc{accumulation}-offload"
+        run_one(make_engine(stage, dtype, accumulation, offload=True), name, accumulation, out, rank)
+
+
+def run_one(engine, name: str, accumulation: int, out: Path, rank: int) -> None:
+    """Train one engine with a Sonifier; rank 0 keeps the reference norms beside its log."""
+    son = sonify.Sonifier(engine, out=out / f"{name}.wav", audio=False, flush_interval=0.05)
+    SONIFY_ALL_REDUCES[0] = 0
+    rows: list = []
+    reference_hook(engine, son, rows)
+    train(engine, accumulation, rank)
+    son.close()
+    if rank == 0:
+        (out / f"{name}.reference.json").write_text(json.dumps(rows))
+    print(
+        f"rank {rank}: {name} steps {son.steps} all_reduce {SONIFY_ALL_REDUCES[0]} failures {sorted(son.failures)}",
+        flush=True,
+    )
 
 
 def attach(out: Path, rank: int) -> None:

@@ -29,9 +29,10 @@ def run(mode, out_dir, pythonpath=str(ROOT), **env):
     return sorted(re.findall(r"rank \d+: [^\n]*?(?=rank \d+:|\n|$)", result.stdout))
 
 
-def test_every_stage_dtype_and_accumulation_hears_every_layer_exactly(tmp_path):
+def test_every_stage_dtype_accumulation_and_offload_hears_every_layer_exactly(tmp_path):
     lines = run("grid", tmp_path)
     configs = [f"zero{s}-{d}-acc{a}" for s in (1, 2, 3) for d in ("fp32", "bf16", "fp16") for a in (1, 2)]
+    configs += ["zero2-fp32-acc2-offload", "zero3-bf16-acc1-offload"]  # the optimizer offloaded to the CPU
     for config in configs:
         log = sonify.load_norms(tmp_path / f"{config}.norms.csv")
         reference = np.array(json.loads((tmp_path / f"{config}.reference.json").read_text()))
