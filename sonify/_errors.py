@@ -87,7 +87,7 @@ def warn(message: str, stacklevel: int = 2) -> None:
             sys.stderr.write(f"sonify: warning: {message}\n")
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, *, named: bool = False) -> str:
     """An exception as one line for a warning or a summary: sonify's own message, or ``Type: first line``.
 
     Examples
@@ -98,9 +98,11 @@ def one_line(exc: BaseException) -> str:
     'the disk is full; free space'
     >>> one_line(RuntimeError())
     'RuntimeError'
+    >>> one_line(SonifyError("the disk is full"), named=True)  # where several kinds of failure meet (trackers)
+    'SonifyError: the disk is full'
     """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, SonifyError):
+    if isinstance(exc, SonifyError) and not named:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._errors import one_line
 from .output import AudioFileWriter
 from .score import Score
 from .sound import Sounder
@@ -194,7 +195,7 @@ class LivePlayer:
         try:
             self._serve()
         except Exception as exc:  # a bug here must not hang a paced training loop: report it as a failure
-            self.stream.failure = f"live sound failed ({type(exc).__name__}: {exc})"
+            self.stream.failure = f"live sound failed ({one_line(exc)})"
 
     def _serve(self) -> None:
         rate = self.synth.sample_rate

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._choices import DATASETS, OPTIMIZERS
-from ._errors import SonifyError, SonifyParameterError
+from ._errors import SonifyError, SonifyParameterError, one_line
 from ._optional import require
 from ._progress import progress_bar
 from .sonifier import DEFAULT_OUT_DIR, Sonifier, unique_out
@@ -154,8 +154,7 @@ def _load_mnist(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, str, str]:
     try:
         dataset = torchvision.datasets.MNIST(str(data_dir), train=True, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... for a failed download
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SonifyError(f"MNIST could not be loaded or downloaded into {data_dir} ({reason})") from None
+        raise SonifyError(f"MNIST could not be loaded or downloaded into {data_dir} ({one_line(exc)})") from None
     finally:
         socket.setdefaulttimeout(previous)
     images = dataset.data.unsqueeze(1).float().div_(255.0)

@@ -36,7 +36,7 @@ from typing import IO
 
 import numpy as np
 
-from ._errors import SonifyError, SonifyParameterError
+from ._errors import SonifyError, SonifyParameterError, one_line
 from .importers import DEFAULT_TAG_PATTERN, layer_of
 from .normfile import STEP_COLUMNS, parse_row, split_csv_line
 from .sound import SoundSettings
@@ -261,7 +261,7 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
                 if len(rows.pending) > MAX_PENDING_STEPS:  # a long run's first look: rows go on as they come
                     yield from rows.complete()
         except OSError as exc:
-            raise SonifyError(f"{path}: cannot read TensorBoard events ({type(exc).__name__}: {exc})") from None
+            raise SonifyError(f"{path}: cannot read TensorBoard events ({one_line(exc)})") from None
         if rows.layers:
             yield from rows.complete()
         elif deadline is not None and time.monotonic() > deadline:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SonifyError, SonifyParameterError
+from ._errors import SonifyError, SonifyParameterError, one_line
 from ._optional import require
 from .norms import NormLog
 
@@ -87,9 +87,7 @@ def load_tensorboard(path: str | os.PathLike, tags: str = DEFAULT_TAG_PATTERN) -
         try:
             events.Reload()
         except Exception as exc:
-            raise SonifyError(
-                f"{file}: cannot read this TensorBoard event file ({type(exc).__name__}: {exc})"
-            ) from None
+            raise SonifyError(f"{file}: cannot read this TensorBoard event file ({one_line(exc)})") from None
         available = events.Tags().get("scalars", [])
         for tag in available:
             found = pattern.search(tag)

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SonifyParameterError, warn
+from ._errors import SonifyParameterError, one_line, warn
 from ._files import create_exclusive
 from ._optional import require
 from ._tfevents import AudioEventFile
@@ -661,7 +661,7 @@ class TrackerLog:
                             time.sleep(0.01)
                     self._send_clip(final=closing)
             except Exception as exc:  # a bug here stops the trackers, never training
-                self._fail_all(f"{type(exc).__name__}: {exc}")
+                self._fail_all(one_line(exc, named=True))
                 return
             if closing:
                 return
@@ -711,7 +711,7 @@ class TrackerLog:
         try:
             action(*args)
         except Exception as exc:
-            self._drop(destination, f"{type(exc).__name__}: {exc}")
+            self._drop(destination, one_line(exc, named=True))
 
     def _deliver(self, destination: _Tracker, prepared: Any) -> None:
         self.logged.append(destination.audio(prepared))

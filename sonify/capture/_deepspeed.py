@@ -78,7 +78,7 @@ def zero_layer_norms(parameters: list, owners: list[int], count: int, zero_optim
                 shares.append(share)
                 layers.append(owner)
     except Exception as exc:  # this rank cannot read its pieces: say so through the collective, never skip it
-        pieces, shares, layers, reason = [], [], [], one_line(exc) or type(exc).__name__
+        pieces, shares, layers, reason = [], [], [], one_line(exc)
     squares = _squared_norms(pieces, shares)
     device = squares.device if squares is not None else collective_device()
     packed = torch.zeros(2 * count + 1, dtype=torch.float64, device=device)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .._choices import DATASETS, SAMPLE_FORMATS
+from .._errors import one_line
 from ..mapping import PRESETS, SCALES
 from ..sound import SoundSettings
 from ..stream import DEFAULT_LATENCY
@@ -88,8 +89,7 @@ class TorchDevice(click.ParamType):
         try:
             torch.empty(1, device=device).add_(1).cpu()
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.fail(f"{value!r} is not usable here ({reason}); use auto or cpu", param, ctx)
+            self.fail(f"{value!r} is not usable here ({one_line(exc)}); use auto or cpu", param, ctx)
         return str(device)
 
 

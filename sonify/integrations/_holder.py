@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._errors import SonifyError, SonifyParameterError, warn
+from .._errors import SonifyParameterError, one_line, warn
 from ..output import check_audio_path
 from ..sonifier import Sonifier, unique_out
 from ..trackers import check_options, tracker
@@ -75,7 +75,7 @@ class _SonifierHolder:
             self.sonifier = Sonifier(model, zero_optimizer, out=out, metadata=extra, **options)
         except Exception as exc:  # inside the framework's loop: never stop the training
             self.sonifier = None
-            reason = str(exc) if isinstance(exc, SonifyError) else f"{type(exc).__name__}: {exc}"
+            reason = one_line(exc)
             warn(f"sonify is off for this run: {reason}", stacklevel=3)
 
     def _step(self) -> None:
@@ -95,6 +95,6 @@ class _SonifierHolder:
                 tracker(candidate)
                 usable.append(candidate)
             except Exception as exc:  # inside the framework's loop: never stop the training
-                reason = str(exc) if isinstance(exc, SonifyError) else f"{type(exc).__name__}: {exc}"
+                reason = one_line(exc)
                 warn(f"{reason}; the sound is in sonify's own files", stacklevel=4)
         return usable

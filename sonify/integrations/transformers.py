@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .._errors import warn
+from .._errors import one_line, warn
 from .._optional import require
 from ..capture import find_zero_optimizer
 from ._holder import _SonifierHolder
@@ -82,7 +82,7 @@ class SonifyTrainerCallback(_transformers.TrainerCallback, _SonifierHolder):
             try:
                 writer.close()
             except Exception as exc:
-                warn(f"sonify's TensorBoard writer could not be closed: {type(exc).__name__}: {exc}")
+                warn(f"sonify's TensorBoard writer could not be closed: {one_line(exc)}")
 
     def _reported(self, args: Any) -> list[Any]:
         """The trackers of ``report_to`` that sonify can log to, as tracker objects."""
@@ -107,7 +107,7 @@ class SonifyTrainerCallback(_transformers.TrainerCallback, _SonifierHolder):
                 if run is not None:  # the client and run id: the Trainer ends the run before our on_train_end
                     found.append((mlflow.MlflowClient(), run.info.run_id))
         except Exception as exc:  # inside the Trainer: never stop the training
-            warn(f"sonify cannot log to the report_to trackers: {type(exc).__name__}: {exc}")
+            warn(f"sonify cannot log to the report_to trackers: {one_line(exc)}")
         return found
 
 
