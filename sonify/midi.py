@@ -10,7 +10,12 @@ which brings mido; imported only when a ``.mid`` file is written):
 * a layer without gradient is a rest (no note);
 * NaN/Inf is a crash cymbal (General MIDI percussion note 49) on channel
   10, in a track of its own;
+* a norm of exactly zero (a dead layer) is a soft side stick (percussion
+  note 37, velocity 40) in that drum track: a sound without pitch;
 * a spike is the same note, louder: velocity 127 instead of 80;
+* a norm off the scale (above the map's top, below its bottom) is the
+  note at the clamped pitch whose pitch wheel glides, over the second half
+  of the note, to the end of its range: 2 semitones up, or down;
 * beyond 15 voices channels are shared; in chord mode, where voices that
   share a channel sound at once and a channel has one pitch bend, their
   notes are the nearest semitone (no bend), never another voice's bend;
@@ -40,7 +45,15 @@ from ._files import check_new_file, create_exclusive, os_error_reason
 from ._optional import require
 from .score import Score, ToneKind
 
-__all__ = ["ALARM_NOTE", "MIDI_SUFFIXES", "SPIKE_VELOCITY", "TICKS_PER_BEAT", "TICKS_PER_TONE", "write_midi"]
+__all__ = [
+    "ALARM_NOTE",
+    "MIDI_SUFFIXES",
+    "SPIKE_VELOCITY",
+    "TICKS_PER_BEAT",
+    "TICKS_PER_TONE",
+    "ZERO_NOTE",
+    "write_midi",
+]
 
 #: File suffixes written as MIDI.
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -48,6 +61,11 @@ TICKS_PER_BEAT = 480
 TICKS_PER_TONE = 120
 #: General MIDI percussion: Crash Cymbal 1, on channel 10 (index 9).
 ALARM_NOTE = 49
+#: General MIDI percussion: Side Stick, soft: a norm of exactly zero.
+ZERO_NOTE = 37
+ZERO_VELOCITY = 40
+#: Pitch-wheel steps of a glide off the scale, over the second half of the note.
+GLIDE_STEPS = 4
 _DRUMS = 9
 VELOCITY = 80
 SPIKE_VELOCITY = 127
@@ -91,6 +109,7 @@ def write_midi(
     conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
     midi.tracks.append(conductor)
     alarms: list[int] = []
+    zeros: list[int] = []
     for voice in range(voices):
         channel = _channel(voice)
         name = layer_names[voice] if voice < len(layer_names) else f"voice {voice}"
@@ -105,6 +124,9 @@ def write_midi(
             if kind[step, voice] == ToneKind.ALARM:
                 alarms.append(start)
                 continue
+            if kind[step, voice] == ToneKind.ZERO:
+                zeros.append(start)
+                continue
             note, bend = _note_and_bend(float(freqs[step, voice]))
             if chord and channels.count(channel) > 1:  # one bend per channel: notes that share it keep none
                 note, bend = min(127, max(0, note + round(bend / 8192 * BEND_RANGE))), 0
@@ -112,12 +134,21 @@ def write_midi(
             events.append((start, 1, mido.Message("pitchwheel", channel=channel, pitch=bend)))
             events.append((start, 2, mido.Message("note_on", channel=channel, note=note, velocity=velocity)))
             events.append((start + tone, 0, mido.Message("note_off", channel=channel, note=note, velocity=0)))
+            glide = {ToneKind.ABOVE: 8191, ToneKind.BELOW: -8192}.get(ToneKind(kind[step, voice]))
+            if glide is not None and not (
+                chord and channels.count(channel) > 1
+            ):  # off the scale: the wheel moves from the note's bend to the end of its range
+                for k in range(1, GLIDE_STEPS + 1):
+                    tick = start + tone // 2 + k * (tone - tone // 2) // (GLIDE_STEPS + 1)
+                    pitch = round(bend + (glide - bend) * k / GLIDE_STEPS)
+                    events.append((tick, 1, mido.Message("pitchwheel", channel=channel, pitch=pitch)))
         midi.tracks.append(_track(mido, name, events))
     drums = []
-    for start in sorted(set(alarms)):
-        drums.append((start, 1, mido.Message("note_on", channel=_DRUMS, note=ALARM_NOTE, velocity=SPIKE_VELOCITY)))
-        drums.append((start + tone, 0, mido.Message("note_off", channel=_DRUMS, note=ALARM_NOTE, velocity=0)))
-    midi.tracks.append(_track(mido, "NaN/Inf alarm", drums))
+    for hits, note, velocity in ((alarms, ALARM_NOTE, SPIKE_VELOCITY), (zeros, ZERO_NOTE, ZERO_VELOCITY)):
+        for start in sorted(set(hits)):
+            drums.append((start, 1, mido.Message("note_on", channel=_DRUMS, note=note, velocity=velocity)))
+            drums.append((start + tone, 0, mido.Message("note_off", channel=_DRUMS, note=note, velocity=0)))
+    midi.tracks.append(_track(mido, "NaN/Inf alarm, zero", drums))
     fd = create_exclusive(path, overwrite=overwrite)
     try:
         with os.fdopen(fd, "wb") as file:

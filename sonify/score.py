@@ -2,7 +2,7 @@
 
 For every step and voice a :class:`Score` holds when the tone starts, how
 long it lasts, its frequency, its gain and its kind (:class:`ToneKind`:
-tone, rest, alarm, accent), as arrays. A :class:`~sonify.sound.Sounder`
+tone, rest, alarm, accent, above or below the map, zero), as arrays. A :class:`~sonify.sound.Sounder`
 writes it (pitch map, spikes and loudness are decided there); the
 synthesizer, the MIDI writer and every other output read it. It is plain
 data: :meth:`Score.as_dict` is JSON-ready and :meth:`Score.from_dict` reads
@@ -32,6 +32,28 @@ class ToneKind(enum.IntEnum):
     ALARM = 2
     #: A spike: the tone at its pitch, brighter and with a sharp attack.
     ACCENT = 3
+    #: A norm above the top of the map: from the clamped (top) pitch, a glide up (off the scale).
+    ABOVE = 4
+    #: A norm below the bottom of the map: from the clamped (bottom) pitch, a glide down.
+    BELOW = 5
+    #: A norm of exactly zero (a dead layer): a short, muffled noise puff, no pitch.
+    ZERO = 6
+
+    @property
+    def label(self) -> str:
+        """The state's name in tables and JSON (``"NaN/Inf"`` for the alarm)."""
+        return _LABELS[self]
+
+
+_LABELS = {
+    ToneKind.TONE: "in range",
+    ToneKind.REST: "missing",
+    ToneKind.ALARM: "NaN/Inf",
+    ToneKind.ACCENT: "spike",
+    ToneKind.ABOVE: "above",
+    ToneKind.BELOW: "below",
+    ToneKind.ZERO: "zero",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +69,8 @@ class Score:
     duration : ndarray of float64, same shape
         How long each tone lasts, in seconds.
     frequency : ndarray of float64, same shape
-        The pitch in Hz (already within the playable band); NaN for rests and alarms.
+        The pitch in Hz (already within the playable band; where a glide
+        starts for ``ABOVE`` and ``BELOW``); NaN for rests, alarms and zeros.
     gain : ndarray of float64, same shape
         Loudness relative to ``amplitude``: below 1 where the equal-loudness
         contour turns a pitch down; 1 for alarms, 0 for rests.
@@ -61,6 +84,10 @@ class Score:
         Peak amplitude of a tone at gain 1.
     pan : tuple of float or None
         Each voice's place from left (0) to right (1) in stereo; None for mono.
+    glide : float
+        Semitones an ``ABOVE`` tone glides up (and a ``BELOW`` tone down),
+        exponentially over the tone, from its frequency; the synthesizer
+        stops a glide short of the playable band's edges.
     """
 
     steps: np.ndarray
@@ -74,6 +101,7 @@ class Score:
     mode: str
     amplitude: float
     pan: tuple[float, ...] | None = None
+    glide: float = 12.0
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -86,6 +114,16 @@ class Score:
     def is_kind(self, kind: ToneKind) -> np.ndarray:
         """True where an entry is of ``kind``."""
         return self.kind == kind
+
+    def counts(self) -> np.ndarray:
+        """Entries of each kind per voice: shape (kinds, voices), indexed by :class:`ToneKind`."""
+        return self.count_kinds(self.kind, self.kind.shape[1])
+
+    @staticmethod
+    def count_kinds(kind: np.ndarray, voices: int) -> np.ndarray:
+        """Entries of each :class:`ToneKind` per voice in a (steps, voices) array of kinds."""
+        flat = kind.astype(np.int64) * voices + np.arange(voices)
+        return np.bincount(flat.ravel(), minlength=len(ToneKind) * voices).reshape(len(ToneKind), voices)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: arrays as nested lists (NaN as None), the rest as is.
@@ -129,4 +167,5 @@ class Score:
             mode=str(values["mode"]),
             amplitude=float(values["amplitude"]),
             pan=tuple(pan) if pan is not None else None,
+            glide=float(values.get("glide", 12.0)),
         )

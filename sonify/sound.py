@@ -38,7 +38,7 @@ from ._errors import SonifyParameterError
 from .mapping import PitchMap, get_map
 from .score import Score, ToneKind
 from .spikes import SPIKE_FACTOR, SPIKE_WINDOW, SpikeDetector
-from .synthesize import Synthesizer
+from .synthesize import MIN_FREQ_HZ, Synthesizer
 
 __all__ = ["Score", "SoundSettings", "Sounder", "ToneKind"]
 
@@ -50,7 +50,9 @@ class SoundSettings:
     Attributes
     ----------
     mapping : str or PitchMap
-        ``"log"`` (default) or ``"linear"`` (the 2019 reference), or a map.
+        ``"log"`` (default), ``"relative"`` (a home pitch per layer: each
+        layer heard from the median of its first 20 norms, an octave per
+        factor of ten) or ``"linear"`` (the 2019 reference), or a map.
     norm_range : (float, float) or "auto", optional
         Norms at the bottom and top of the ``log`` map's pitch range;
         ``"auto"`` fits them to the run (only when the whole run is known,
@@ -87,7 +89,7 @@ class SoundSettings:
     >>> SoundSettings(mapping="cubic")
     Traceback (most recent call last):
     ...
-    sonify._errors.SonifyParameterError: unknown mapping 'cubic'; choose one of log, linear
+    sonify._errors.SonifyParameterError: unknown mapping 'cubic'; choose one of log, linear, relative
     """
 
     mapping: str | PitchMap = "log"
@@ -215,8 +217,12 @@ class Sounder:
         self.synth = settings.synthesizer(n_voices)
         self.spikes = SpikeDetector(n_voices, settings.spike_factor, settings.spike_window)
         self.n_voices = n_voices
+        #: Each layer's home, for a relative map (learnt from the steps scored or passed over).
+        self.homes = pitch_map.homes(n_voices)
         #: Samples of sound scored so far: where the next step starts.
         self.frames = 0
+        #: Cells scored so far of each kind, per voice: shape (kinds, voices), indexed by :class:`ToneKind`.
+        self.counts = np.zeros((len(ToneKind), n_voices), np.int64)
 
     @property
     def sample_rate(self) -> int:
@@ -267,17 +273,27 @@ class Sounder:
         if accents is None:
             accents = self.spikes.detect(norms, missing)[0]
         synth = self.synth
-        pitched = self.pitch_map(norms)
+        reference = self.homes.update(norms, missing) if self.homes is not None else None
+        pitched = self.pitch_map(norms, reference)
         freqs = synth.clamp(np.nan_to_num(pitched))
         rest = missing
-        alarm = ~np.isfinite(pitched) & ~rest
-        silent = alarm | rest
+        alarm = ~np.isfinite(norms) & ~rest
+        zero = (norms == 0) & ~rest
+        # Off the scale where the map clamps, or where the playable band does (the linear map, low sample rates).
+        off = self.pitch_map.off_scale(norms, reference)
+        with np.errstate(invalid="ignore"):
+            off = np.where(pitched > synth.max_freq, 1, np.where(pitched < MIN_FREQ_HZ, -1, off))
+        silent = alarm | rest | zero
         kind = np.full(norms.shape, ToneKind.TONE, np.uint8)
         kind[np.asarray(accents, bool) & ~silent] = ToneKind.ACCENT
+        kind[(off > 0) & ~silent] = ToneKind.ABOVE  # the glide says more than the accent: the map is left
+        kind[(off < 0) & ~silent] = ToneKind.BELOW
+        kind[zero] = ToneKind.ZERO
         kind[alarm] = ToneKind.ALARM
         kind[rest] = ToneKind.REST
+        self.counts += Score.count_kinds(kind, self.n_voices)
         gain = synth.loudness_gain(np.where(silent, np.nan, freqs))
-        gain[alarm] = 1.0
+        gain[alarm | zero] = 1.0
         gain[rest] = 0.0
         count = len(norms)
         offsets = np.arange(count) * synth.step_samples + self.frames
@@ -298,7 +314,17 @@ class Sounder:
             mode=synth.mode,
             amplitude=synth.amplitude,
             pan=synth.pan,
+            glide=synth.glide,
         )
+
+    def pass_over(self, norms: np.ndarray, missing: np.ndarray) -> None:
+        """Steps that will not be scored (skipped live): each layer's home still learns from them.
+
+        Give them before the steps after them are scored; spikes are
+        :meth:`detect`'s.
+        """
+        if self.homes is not None and not self.homes.settled:
+            self.homes.update(norms, missing)
 
     def samples(self, score: Score) -> np.ndarray:
         """The samples of a score, continuing each voice's phase (see :meth:`Synthesizer.fill`)."""

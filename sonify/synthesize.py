@@ -18,7 +18,16 @@ hold:
 * an **accented** tone (a spike: a norm far above its layer's recent
   median): the same pitch, brighter (its 2nd and 3rd harmonics join in) and
   with a sharp 0.25 ms attack; no ordinary tone has harmonics, and the alarm
-  is not harmonic (C6, F#6, C7), so neither can be mistaken for it.
+  is not harmonic (C6, F#6, C7), so neither can be mistaken for it;
+* a norm **off the scale** (above the map's top or below its bottom): the
+  clamped pitch for the first half of the tone, then an exponential glide
+  of an octave (:data:`GLIDE_SEMITONES`) up, or down, over the second half:
+  it starts where an in-range tone at the edge would and then leaves the
+  scale, so 1e5 and 1e35 are never heard as an in-range 1e4; the glide stops
+  short of the playable band's edges;
+* a norm of exactly **zero** (a dead layer): a short, muffled noise puff
+  (noise between 300 and 1200 Hz, the same for every zero cell), which has
+  no pitch, so it is neither a tone nor a rest.
 
 In ``mode="chord"`` all voices sound at once for each step (one tone length,
 then the gap), each at its own pitch; their sum is scaled so that it can never
@@ -49,10 +58,12 @@ from .score import Score, ToneKind
 __all__ = [
     "ACCENT_PARTIALS",
     "ALARM_PARTIALS_HZ",
+    "GLIDE_SEMITONES",
     "LOUDNESS",
     "MIN_FREQ_HZ",
     "MODES",
     "NYQUIST_FRACTION",
+    "ZERO_BAND_HZ",
     "Synthesizer",
     "equal_loudness_db",
 ]
@@ -88,6 +99,11 @@ def equal_loudness_db(freqs: np.ndarray) -> np.ndarray:
 
 #: Harmonics and their gains in an accented tone (a spike). Their peak stays below the alarm's.
 ACCENT_PARTIALS = ((1, 0.7), (2, 0.45), (3, 0.3))
+#: How far a tone off the scale glides (up above the map, down below it), over the second half of the tone.
+GLIDE_SEMITONES = 12.0
+#: The band of the noise puff that marks a norm of exactly zero, and its RMS level relative to ``amplitude``.
+ZERO_BAND_HZ = (300.0, 1200.0)
+_ZERO_RMS = 0.35
 #: Lowest pitch played; lower mapped pitches are raised to it.
 MIN_FREQ_HZ = 20.0
 #: Highest pitch played, as a fraction of the sample rate (always below it).
@@ -174,6 +190,9 @@ class Synthesizer:
         self._row_offsets = np.arange(self._grid[0], dtype=np.float32) * self._grid[1]
         self._col_offsets = np.arange(self._grid[1], dtype=np.float32)
         self._alarm = self._alarm_wave()
+        self._zero = self._zero_wave()
+        self.glide = GLIDE_SEMITONES
+        self._glide_start = self.tone_samples // 2  # a glide holds the clamped pitch for the first half
         # Equal loudness: the least sensitive pitch the map can play keeps the full amplitude, every other
         # pitch is turned down to sound as loud; nothing gets louder, so nothing can clip.
         self.loudness = loudness
@@ -239,26 +258,52 @@ class Synthesizer:
         """Plan a block from its :class:`~sonify.score.Score` (what a :class:`~sonify.sound.Sounder` makes)."""
         if score.kind.ndim != 2 or score.kind.shape[1] != self.n_voices:
             raise SonifyParameterError(f"expected a score of {self.n_voices} voices, got shape {score.kind.shape}")
-        accent = score.kind == ToneKind.ACCENT
-        return self._plan(
+        kind = score.kind
+        accent = kind == ToneKind.ACCENT
+        zero = kind == ToneKind.ZERO
+        direction = (kind == ToneKind.ABOVE).astype(np.int8) - (kind == ToneKind.BELOW).astype(np.int8)
+        plan = self._plan(
             score.frequency,
-            score.kind == ToneKind.ALARM,
-            score.kind == ToneKind.REST,
+            kind == ToneKind.ALARM,
+            (kind == ToneKind.REST) | zero,
             accent if accent.any() else None,
             score.gain,
+            self._glide_ratios(score.frequency, direction, score.glide) if direction.any() else None,
         )
+        plan.zero = zero if zero.any() else None
+        return plan
+
+    def _glide_ratios(self, freqs: np.ndarray, direction: np.ndarray, semitones: float) -> np.ndarray:
+        """End over start frequency of each tone's glide (1: none), kept within the playable band."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            up = np.minimum(2.0 ** (semitones / 12.0), self.max_freq / freqs)
+            down = np.maximum(2.0 ** (-semitones / 12.0), MIN_FREQ_HZ / freqs)
+        return np.where(direction > 0, up, np.where(direction < 0, down, 1.0))
 
     def _plan(
-        self, freqs: np.ndarray, alarm: np.ndarray, rest: np.ndarray, accent: np.ndarray | None, gain: np.ndarray | None
+        self,
+        freqs: np.ndarray,
+        alarm: np.ndarray,
+        rest: np.ndarray,
+        accent: np.ndarray | None,
+        gain: np.ndarray | None,
+        glide: np.ndarray | None = None,
     ) -> _BlockPlan:
-        """``freqs``: in the band where a tone sounds (NaN where silent); ``gain``: the loudness factor."""
+        """``freqs``: in the band where a tone sounds (NaN where silent); ``gain``: the loudness factor;
+        ``glide``: each tone's end over start frequency (None: no glides)."""
         silent = alarm | rest
         omega = np.where(silent, 0.0, 2.0 * math.pi * freqs / self.sample_rate)
         advance = omega * self.tone_samples
+        if glide is not None:
+            gliding = glide != 1.0
+            held, moving = self._glide_start, self.tone_samples - self._glide_start
+            ratio = glide[gliding]
+            advance[gliding] = omega[gliding] * (held + moving * (ratio - 1.0) / np.log(ratio))
+            glide = np.where(silent, 1.0, glide)
         starts = np.cumsum(advance, axis=0) - advance + self._phase
         if len(freqs):
             self._phase = np.remainder(starts[-1] + advance[-1], 2.0 * math.pi)
-        return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest, accent, gain)
+        return _BlockPlan(omega, np.remainder(starts, 2.0 * math.pi), alarm, rest, accent, gain, glide)
 
     def loudness_gain(self, freqs: np.ndarray) -> np.ndarray:
         """Each pitch's gain (1 at most) under the loudness setting; NaN pitches get the gain of 1 kHz."""
@@ -311,9 +356,16 @@ class Synthesizer:
             tones[plan.alarm] = self._alarm
         if plan.rest.any():
             tones[plan.rest] = 0.0
+        if plan.zero is not None:
+            tones[plan.zero] = self._zero
         if plan.accent is not None and plan.accent.any():
             gain = 1.0 if plan.gain is None else plan.gain[plan.accent][:, None]
             tones[plan.accent] = gain * self._accented(plan.start[plan.accent], plan.omega[plan.accent])
+        if plan.glide is not None:
+            gliding = plan.glide != 1.0
+            if gliding.any():
+                gain = 1.0 if plan.gain is None else plan.gain[gliding][:, None]
+                tones[gliding] = gain * self._glides(plan.start[gliding], plan.omega[gliding], plan.glide[gliding])
         return tones
 
     def _accented(self, start: np.ndarray, omega: np.ndarray) -> np.ndarray:
@@ -324,6 +376,20 @@ class Synthesizer:
             audible = (harmonic * omega * self.sample_rate / (2.0 * math.pi) < self.max_freq)[:, None]
             wave += np.where(audible, gain * np.sin(harmonic * phase), 0.0)
         return (self.amplitude * wave * self._accent_envelope).astype(np.float32)
+
+    def _glides(self, start: np.ndarray, omega: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+        """Tones off the scale (computed directly): the pitch held for the first half, then an exponential
+        glide to ``ratio`` times it, phase-continuous, under the ordinary fades."""
+        held, moving = self._glide_start, self.tone_samples - self._glide_start
+        n = np.arange(self.tone_samples, dtype=float)
+        log_ratio = np.log(ratio)[:, None]
+        into = np.maximum(n - held, 0.0) / moving  # how far into the glide, 0 .. 1
+        glided = moving * np.expm1(log_ratio * into) / log_ratio  # samples' worth of phase at the start pitch
+        phase = start[:, None] + omega[:, None] * (np.minimum(n, held) + glided)
+        wave = np.sin(phase)
+        wave[:, : self._fade.size] *= self._fade
+        wave[:, self.tone_samples - self._fade.size :] *= self._fade[::-1]
+        return (self.amplitude * wave).astype(np.float32)
 
     def _voice_gains(self, voices: int, stereo: bool) -> np.ndarray | None:
         """(voices, channels) gains, or None for the mono sequence (gain 1 everywhere)."""
@@ -373,11 +439,28 @@ class Synthesizer:
         wave[self.tone_samples - self._fade.size :] *= self._fade[::-1]
         return wave.astype(np.float32)
 
+    def _zero_wave(self) -> np.ndarray:
+        """The puff of a zero norm: noise in :data:`ZERO_BAND_HZ` (the same every time), under the fades.
+
+        Cut from a longer band-limited noise, so that it has no period (a
+        tone-long noise would repeat at 1 / tone_duration and sound pitched).
+        """
+        length = 8 * self.tone_samples
+        spectrum = np.fft.rfft(np.random.default_rng(2019).standard_normal(length))
+        freqs = np.fft.rfftfreq(length, 1.0 / self.sample_rate)
+        low, high = (min(f, self.max_freq / 2.0) for f in ZERO_BAND_HZ)
+        spectrum[(freqs < low) | (freqs > high)] = 0.0
+        noise = np.fft.irfft(spectrum, length)[3 * self.tone_samples : 4 * self.tone_samples]
+        noise[: self._fade.size] *= self._fade
+        noise[self.tone_samples - self._fade.size :] *= self._fade[::-1]
+        noise *= _ZERO_RMS * self.amplitude / math.sqrt(np.mean(noise**2))
+        return noise.astype(np.float32)
+
 
 class _BlockPlan:
     """Per-tone angular frequency, start phase and slot kind of one block."""
 
-    __slots__ = ("accent", "alarm", "gain", "omega", "rest", "start")
+    __slots__ = ("accent", "alarm", "gain", "glide", "omega", "rest", "start", "zero")
 
     def __init__(
         self,
@@ -387,8 +470,13 @@ class _BlockPlan:
         rest: np.ndarray,
         accent: np.ndarray | None,
         gain: np.ndarray | None = None,
+        glide: np.ndarray | None = None,
     ) -> None:
         self.omega, self.start, self.alarm, self.rest, self.accent, self.gain = omega, start, alarm, rest, accent, gain
+        #: End over start frequency of each tone (1 for a steady tone); None when no tone glides.
+        self.glide = glide
+        #: Where a zero norm sounds its puff; None when there is none.
+        self.zero: np.ndarray | None = None
 
 
 def _raised_cosine(samples: int) -> np.ndarray:

@@ -164,3 +164,26 @@ def test_tones_longer_than_the_slowest_midi_tempo(tmp_path):
     found = notes(tmp_path / "slow.mid")
     starts = [start for start, *_ in found]
     assert len(found) == 4 and np.allclose(np.diff(starts[:2]), 10.0, atol=1e-3)  # each tone lasts 10 s
+
+
+def test_zero_and_off_scale_cells_have_their_own_midi_cues(tmp_path):
+    from sonify.midi import ZERO_NOTE
+
+    norms = np.array([[1.0, 1.0], [0.0, 1e9], [1.0, 1e-9]])  # a zero; above the map's top; below its bottom
+    sonify.render(norms, tmp_path / "run.mid")
+    midi = mido.MidiFile(tmp_path / "run.mid")
+    drums = [(m.note, m.velocity) for m in midi.tracks[-1] if m.type == "note_on"]
+    assert drums == [(ZERO_NOTE, 40)]  # the zero: a soft side stick, no pitch
+    wheel = []  # the second voice's pitch wheel through steps 1 and 2
+    tick = 0
+    for message in midi.tracks[2]:
+        tick += message.time
+        if message.type == "pitchwheel":
+            wheel.append((tick, message.pitch))
+    step_ticks = 2 * TICKS_PER_TONE + 2 * TICKS_PER_TONE
+    above = [p for t, p in wheel if step_ticks <= t < 2 * step_ticks]
+    below = [p for t, p in wheel if 2 * step_ticks <= t]
+    assert above[-1] == 8191 and above == sorted(above)  # glides up to the top of the bend range
+    assert below[-1] == -8192 and below == sorted(below, reverse=True)  # and down to its bottom
+    tones = [n for n in notes(tmp_path / "run.mid") if n[1] != 9]
+    assert len(tones) == 5  # the zero is no note on the layer's channel

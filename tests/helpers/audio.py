@@ -107,3 +107,85 @@ def is_alarm(slot, sample_rate=44100):
 
     peaks = spectral_peaks(slot, sample_rate, threshold=0.3)
     return len(peaks) == 3 and all(abs(p - f) < 15 for p, f in zip(peaks, ALARM_PARTIALS_HZ))
+
+
+#: What :func:`decode_cells` reads from each cell, by :class:`sonify.ToneKind` name.
+CELL_STATES = ("TONE", "REST", "ALARM", "ACCENT", "ABOVE", "BELOW", "ZERO")
+
+
+def _sine_fit(segment: np.ndarray, sample_rate: int, harmonics=(1,)) -> tuple[float, float]:
+    """The sum of harmonics of one fundamental that best explains ``segment``: (fundamental, residual
+    energy / energy)."""
+    from scipy.optimize import minimize_scalar
+
+    t = np.arange(len(segment)) / sample_rate
+    energy = float(np.sum(segment**2))
+
+    def residual(freq):
+        basis = np.stack([wave(2 * np.pi * h * freq * t) for h in harmonics for wave in (np.sin, np.cos)], 1)
+        coef, *_ = np.linalg.lstsq(basis, segment, rcond=None)
+        return float(np.sum((segment - basis @ coef) ** 2)) / energy
+
+    # A segment of a cycle or two has a blunt spectral peak: search around it on a grid, then refine.
+    guess = _peak_frequency(segment, sample_rate)
+    grid = guess * np.geomspace(0.7, 1.4, 71)
+    best = grid[int(np.argmin([residual(f) for f in grid]))]
+    found = minimize_scalar(residual, bounds=(best * 0.99, best * 1.01), method="bounded", options={"xatol": 1e-7})
+    return float(found.x), float(found.fun)
+
+
+def _peak_frequency(segment: np.ndarray, sample_rate: int) -> float:
+    size = 1 << 16
+    spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment)), n=size))
+    peak = int(np.clip(spectrum[1:].argmax() + 1, 1, len(spectrum) - 2))
+    left, middle, right = spectrum[peak - 1 : peak + 2]
+    offset = 0.5 * (left - right) / (left - 2 * middle + right) if left - 2 * middle + right else 0.0
+    return (peak + offset) * sample_rate / size
+
+
+def decode_cell(slot: np.ndarray, sample_rate: int, fade_samples: int) -> tuple[str, float]:
+    """The state of one cell (a :data:`CELL_STATES` name) and its frequency (NaN where it has none), from
+    its samples alone.
+
+    Inside the fades a tone is one exact sinusoid; an accent is exactly three harmonics; a tone off the
+    scale is one sinusoid for its first half and then moves (up or down); the alarm is its three fixed
+    partials; a zero is noise (no sinusoid explains even its first half); a rest is silence.
+    """
+    slot = np.asarray(slot, dtype=float)
+    n = len(slot)
+    if np.max(np.abs(slot)) < 1e-6:
+        return "REST", float("nan")
+    if is_alarm(slot.astype(np.float32), sample_rate):
+        return "ALARM", float("nan")
+    inside = slot[fade_samples : n - fade_samples]
+    freq, residual = _sine_fit(inside, sample_rate)
+    if residual < 1e-6:
+        return "TONE", freq
+    accent, harmonic_residual = _sine_fit(inside, sample_rate, harmonics=(1, 2, 3))
+    if harmonic_residual < 1e-6:
+        return "ACCENT", accent
+    held, held_residual = _sine_fit(slot[fade_samples : n // 2], sample_rate)
+    if held_residual < 1e-6:
+        from scipy.signal import hilbert
+
+        # Where the second half went: the instantaneous frequency over its last half, against the held pitch.
+        phase = np.unwrap(np.angle(hilbert(slot[fade_samples : n - fade_samples])))
+        moved = np.median(np.diff(phase)[-(n // 4) :]) * sample_rate / (2 * np.pi)
+        return ("ABOVE" if moved > held else "BELOW"), held
+    if held_residual > 0.01:
+        return "ZERO", float("nan")
+    return "UNKNOWN", float("nan")
+
+
+def decode_cells(audio: np.ndarray, synth) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell's state and frequency in mono sequence audio laid out as ``synth``'s steps."""
+    steps = len(audio) // synth.step_samples
+    fade = round(0.002 * synth.sample_rate)
+    states = np.empty((steps, synth.n_voices), dtype=object)
+    freqs = np.full((steps, synth.n_voices), np.nan)
+    for step, voice in np.ndindex(steps, synth.n_voices):
+        start = step * synth.step_samples + voice * synth.tone_samples
+        states[step, voice], freqs[step, voice] = decode_cell(
+            audio[start : start + synth.tone_samples], synth.sample_rate, fade
+        )
+    return states, freqs
