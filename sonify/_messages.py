@@ -67,6 +67,13 @@ def no_gradient(layer: str) -> str:
     )
 
 
+def dead_layer(layer: str, step: int, steps: int) -> str:
+    return (
+        f"layer {layer!r} is dead: its gradient norm has been exactly zero since step {step} ({steps}+ steps; "
+        "dead ReLUs, or the layer is cut off from the loss); zeros sound as a muffled puff and the summary names it"
+    )
+
+
 def capture_failed(reason: str) -> str:
     return f"reading the gradients failed ({reason})"
 

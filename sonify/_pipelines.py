@@ -245,6 +245,10 @@ class LivePlayer:
             0
         ]
         skipped = len(waiting) - keep
+        if skipped:  # a relative map's homes learn from every step, heard or not
+            self.sounder.pass_over(
+                np.stack([item[1] for item in waiting[:skipped]]), np.stack([item[2] for item in waiting[:skipped]])
+            )
         first = newest_keeping_alarms(waiting[: skipped + 1])
         played = [first, *waiting[skipped + 1 :]]
         norms = np.stack([item[1] for item in played])

@@ -39,7 +39,7 @@ from .normfile import NormLogWriter
 from .norms import RunDigest, StepNorms, layer_rows
 from .rendering import render
 from .sound import Sounder, SoundSettings
-from .stats import RunStats
+from .stats import DEAD_STEPS, RunStats
 
 __all__ = [
     "AudioSink",
@@ -271,6 +271,7 @@ class Recorder:
         new_missing = (stats.missing_counts == 0) & missing.any(axis=0)
         spikes, ratios = self._sounder.detect(norms, missing)
         stats.update(steps, norms, missing, spikes, ratios)
+        stats.count_off_scale(self._sounder.off_scale(norms, missing))
         rows = Rows(steps, norms, missing, spikes)
         failed = {}
         for sink in list(self._sinks):
@@ -287,6 +288,8 @@ class Recorder:
             self._news.append(_messages.first_nonfinite(stats.first_nonfinite_step, stats.first_nonfinite_layers))
         for name in (n for n, new in zip(stats.layer_names, new_missing) if new):
             self._news.append(_messages.no_gradient(name))
+        for name, step in stats.newly_dead():
+            self._news.append(_messages.dead_layer(name, step, DEAD_STEPS))
 
 
 def condense_audio_file(

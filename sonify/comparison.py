@@ -10,10 +10,10 @@ anywhere else) and writes into one folder:
   ``ab=True`` and exactly two runs, ``listen-ab.wav`` instead plays them at
   once, run A on the left channel and run B on the right;
 * ``compare.png``: per run, every layer's norm curve on a log scale with
-  NaN/Inf steps marked, beside the spectrogram of the run's audio;
+  NaN/Inf steps and zeros marked, beside the spectrogram of the run's audio;
 * ``summary.csv`` and ``summary.md``: per run, final loss, norm range per
-  layer, first NaN/Inf step, where its segment starts in the listening file,
-  and its files.
+  layer, first NaN/Inf step, dead layers, zero cells and cells off the map,
+  where its segment starts in the listening file, and its files.
 
 Runs that diverge are part of the comparison, not errors.
 """
@@ -74,6 +74,12 @@ class RunSummary:
     spike_steps: int = 0
     first_spike_factor: float | None = None
     first_spike_layers: tuple[str, ...] = ()
+    #: Layers dead at the end (zero gradient for many steps in a row), with the step each died.
+    dead_since: dict[str, int] | None = None
+    #: Cells whose norm is exactly zero, above the map's top, below its bottom (all layers).
+    zero_cells: int = 0
+    above_cells: int = 0
+    below_cells: int = 0
 
 
 @dataclass(frozen=True)
@@ -263,7 +269,7 @@ def _ab_file(paths: list[Path], out: Path, sample_rate: int, overwrite: bool = F
 
 
 def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundSettings) -> RunSummary:
-    stats = log.stats(sound.spike_factor, sound.spike_window)
+    stats = sound.stats(log)
     loss = log.metadata.get("final_loss")
     return RunSummary(
         name=name,
@@ -279,13 +285,18 @@ def _summarise(log: NormLog, name: str, start: float, audio: Path, sound: SoundS
         spike_steps=stats.spike_steps,
         first_spike_factor=stats.first_spike_factor,
         first_spike_layers=stats.first_spike_layers,
+        dead_since=dict(stats.dead_since),
+        zero_cells=int(stats.zero_counts.sum()),
+        above_cells=int(stats.above_counts.sum()),
+        below_cells=int(stats.below_counts.sum()),
     )
 
 
 def _tables(runs: list[RunSummary], out_dir: Path, overwrite: bool) -> tuple[Path, Path]:
     layers = list(dict.fromkeys(layer for run in runs for layer in run.ranges))
     header = ["run", "steps", "final loss", "first spike step (layers, x median)", "spike steps"]
-    header += ["first NaN/Inf step", "NaN/Inf steps", "starts at (s)"]
+    header += ["first NaN/Inf step", "NaN/Inf steps", "dead layers (since step)", "zero cells"]
+    header += ["cells above / below the map", "starts at (s)"]
     header += [f"{layer} norm range" for layer in layers] + ["audio", "log"]
     rows = []
     for run in runs:
@@ -299,6 +310,9 @@ def _tables(runs: list[RunSummary], out_dir: Path, overwrite: bool) -> tuple[Pat
             str(run.spike_steps),
             "" if run.first_nonfinite_step is None else str(run.first_nonfinite_step),
             str(run.nonfinite_steps),
+            " ".join(f"{name} ({step})" for name, step in (run.dead_since or {}).items()),
+            str(run.zero_cells),
+            f"{run.above_cells} / {run.below_cells}",
             f"{run.start:.2f}",
         ]
         for layer in layers:
@@ -331,7 +345,10 @@ def comparison_figure(logs: list[NormLog], names: list[str], audio: list[Path]) 
     """The comparison as a matplotlib figure: per run, norm curves (log scale) and a spectrogram.
 
     Row ``i`` holds run ``i``: on the left every layer's norm per step, with
-    red lines at NaN/Inf steps; on the right the spectrogram of its audio.
+    red lines at NaN/Inf steps and a tick along the bottom, in the layer's
+    colour, at each step where its norm is exactly zero (a log scale has no
+    place for zero: without the tick a dead layer would just vanish); on
+    the right the spectrogram of its audio.
     """
     from ._optional import require
 
@@ -344,8 +361,16 @@ def comparison_figure(logs: list[NormLog], names: list[str], audio: list[Path]) 
     for row, (log, name, path) in enumerate(zip(logs, names, audio)):
         curves, spectrum = axes[row]
         finite = np.where(np.isfinite(log.norms) & (log.norms > 0), log.norms, np.nan)
+        zero = (log.norms == 0) & ~log.missing
         for column, layer in enumerate(log.layer_names):
-            curves.plot(log.steps, finite[:, column], label=layer, linewidth=1)
+            (line,) = curves.plot(log.steps, finite[:, column], label=layer, linewidth=1)
+            if zero[:, column].any():  # zeros: ticks along the bottom, one row per layer
+                height = 0.03 + 0.035 * column
+                at = log.steps[zero[:, column]]
+                curves.scatter(at, np.full(len(at), height), transform=curves.get_xaxis_transform(),
+                               marker="|", s=30, color=line.get_color(), linewidths=1, zorder=3)  # fmt: skip
+        if zero.any():
+            curves.scatter([], [], marker="|", color="gray", label="zero (dead)")
         spikes = log.spikes()[0]
         spiking = np.argwhere(spikes)
         if len(spiking):

@@ -29,18 +29,24 @@ Examples
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._choices import SAMPLE_FORMATS
 from ._errors import SonifyParameterError
-from .mapping import PitchMap, get_map
+from .mapping import Homes, PitchMap, get_map
 from .score import Score, ToneKind
 from .spikes import SPIKE_FACTOR, SPIKE_WINDOW, SpikeDetector
 from .synthesize import MIN_FREQ_HZ, Synthesizer
 
+if TYPE_CHECKING:
+    from .norms import NormLog
+    from .stats import RunStats
+
 __all__ = ["Score", "SoundSettings", "Sounder", "ToneKind"]
+
+_STATS_BLOCK = 65536  # steps per block when a whole log's totals are counted
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,17 @@ class SoundSettings:
     def _pitch_band(self) -> tuple[float, float]:
         """Lowest and highest pitch the map can play (maps rise with the norm)."""
         pitch_map = get_map(self.mapping, scale=self.scale)
-        low, high = pitch_map(np.array([0.0, 1e300]))
+        low, high = pitch_map(np.array([1e-300, 1e300]), reference=np.ones(1))  # any home: the band is the same
         return float(low), float(high)
+
+    def stats(self, log: NormLog) -> RunStats:
+        """A log's totals as these settings sound it: spikes by their detector, cells off the scale by their map."""
+        stats = log.stats(self.spike_factor, self.spike_window)
+        sounder = self.sounder(len(log.layer_names), self.pitch_map(log.norms))
+        for start in range(0, len(log), _STATS_BLOCK):
+            block = slice(start, start + _STATS_BLOCK)
+            stats.count_off_scale(sounder.off_scale(log.norms[block], log.missing[block]))
+        return stats
 
     def as_dict(self, pitch_map: PitchMap | None = None) -> dict[str, Any]:
         """JSON-friendly settings (with the map actually used), for a run's metadata."""
@@ -219,6 +234,7 @@ class Sounder:
         self.n_voices = n_voices
         #: Each layer's home, for a relative map (learnt from the steps scored or passed over).
         self.homes = pitch_map.homes(n_voices)
+        self._counted_homes: Homes | None = None
         #: Samples of sound scored so far: where the next step starts.
         self.frames = 0
         #: Cells scored so far of each kind, per voice: shape (kinds, voices), indexed by :class:`ToneKind`.
@@ -279,10 +295,7 @@ class Sounder:
         rest = missing
         alarm = ~np.isfinite(norms) & ~rest
         zero = (norms == 0) & ~rest
-        # Off the scale where the map clamps, or where the playable band does (the linear map, low sample rates).
-        off = self.pitch_map.off_scale(norms, reference)
-        with np.errstate(invalid="ignore"):
-            off = np.where(pitched > synth.max_freq, 1, np.where(pitched < MIN_FREQ_HZ, -1, off))
+        off = self._off_scale(norms, pitched, reference)
         silent = alarm | rest | zero
         kind = np.full(norms.shape, ToneKind.TONE, np.uint8)
         kind[np.asarray(accents, bool) & ~silent] = ToneKind.ACCENT
@@ -316,6 +329,28 @@ class Sounder:
             pan=synth.pan,
             glide=synth.glide,
         )
+
+    def _off_scale(self, norms: np.ndarray, pitched: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+        """Off the scale where the map clamps, or where the playable band does (linear map, low sample rates)."""
+        off = self.pitch_map.off_scale(norms, reference)
+        with np.errstate(invalid="ignore"):
+            return np.where(pitched > self.synth.max_freq, 1, np.where(pitched < MIN_FREQ_HZ, -1, off)).astype(np.int8)
+
+    def off_scale(self, norms: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Where the next steps' norms leave the map (+1 above, -1 below, else 0), as :meth:`score` will sound
+        them: for a run's totals, which see every step even where the sound does not. Zeros, NaN/Inf and
+        missing cells are 0. A relative map's homes are learnt here on their own (the same steps, in order).
+        """
+        norms = np.asarray(norms, dtype=float)
+        missing = np.asarray(missing, dtype=bool)
+        reference = None
+        if self.pitch_map.relative:
+            if self._counted_homes is None:
+                self._counted_homes = self.pitch_map.homes(self.n_voices)
+            reference = self._counted_homes.update(norms, missing) if self._counted_homes is not None else None
+        off = self._off_scale(norms, self.pitch_map(norms, reference), reference)
+        off[~np.isfinite(norms) | (norms == 0) | missing] = 0
+        return off
 
     def pass_over(self, norms: np.ndarray, missing: np.ndarray) -> None:
         """Steps that will not be scored (skipped live): each layer's home still learns from them.

@@ -1,4 +1,5 @@
-"""Summary figures of a run: steps, NaN/Inf steps, spikes, norm ranges, and their summary text.
+"""Summary figures of a run: steps, NaN/Inf steps, spikes, zero and off-scale cells, dead layers, norm ranges,
+and their summary text.
 
 Kept up to date block by block while a run records (:class:`RunStats`), or
 computed from a whole log (:meth:`sonify.NormLog.stats`).
@@ -12,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunStats"]
+__all__ = ["DEAD_STEPS", "RunStats"]
+
+#: A layer whose gradient norm is exactly zero at this many steps in a row (steps without gradient
+#: aside) is dead: its ReLUs died, or it is cut off from the loss. One warning names it and the step it died.
+DEAD_STEPS = 20
 
 
 class RunStats:
@@ -43,6 +48,16 @@ class RunStats:
         self.first_spike_factor: float | None = None
         self._low = np.full(count, np.inf)
         self._high = np.full(count, -np.inf)
+        #: Cells of each layer whose norm is exactly zero, above the map's top, below its bottom.
+        self.zero_counts = np.zeros(count, dtype=np.int64)
+        self.above_counts = np.zeros(count, dtype=np.int64)
+        self.below_counts = np.zeros(count, dtype=np.int64)
+        self._zero_run = np.zeros(count, dtype=np.int64)  # zeros in a row, up to the last step
+        self._zero_since: list[int | None] = [None] * count  # the step that run began
+        #: Layers dead now (zero at DEAD_STEPS steps in a row or more), with the step each died.
+        self.dead_since: dict[str, int] = {}
+        self._dead_news: list[tuple[str, int]] = []
+        self._ever_dead: set[str] = set()
 
     def update(
         self,
@@ -73,10 +88,44 @@ class RunStats:
             self.first_nonfinite_layers = tuple(n for n, b in zip(self.layer_names, bad) if b)
         self.nonfinite_steps += int(bad_rows.size)
         self.missing_counts += missing.sum(axis=0)
+        self._count_zeros(steps, norms, missing, finite)
         self._low = np.fmin(self._low, np.where(finite, norms, np.inf).min(axis=0))
         self._high = np.fmax(self._high, np.where(finite, norms, -np.inf).max(axis=0))
         self.steps += len(steps)
         self.last_step = int(steps[-1])
+
+    def _count_zeros(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, finite: np.ndarray) -> None:
+        zero = finite & (norms == 0) & ~missing
+        self.zero_counts += zero.sum(axis=0)
+        alive = ~missing & ~zero  # a non-zero norm (NaN too) ends a run of zeros; a step without gradient does not
+        rows = len(steps)
+        last_alive = np.where(alive.any(axis=0), rows - 1 - np.argmax(alive[::-1], axis=0), -1)
+        for layer, name in enumerate(self.layer_names):
+            after = zero[last_alive[layer] + 1 :, layer]
+            if last_alive[layer] >= 0:
+                self._zero_run[layer], self._zero_since[layer] = 0, None
+                self.dead_since.pop(name, None)
+            if not after.any():
+                continue
+            if self._zero_since[layer] is None:
+                self._zero_since[layer] = int(steps[last_alive[layer] + 1 + int(np.argmax(after))])
+            self._zero_run[layer] += int(after.sum())
+            since = self._zero_since[layer]
+            if self._zero_run[layer] >= DEAD_STEPS and name not in self.dead_since and since is not None:
+                self.dead_since[name] = since
+                if name not in self._ever_dead:
+                    self._ever_dead.add(name)
+                    self._dead_news.append((name, since))
+
+    def newly_dead(self) -> list[tuple[str, int]]:
+        """Layers that died since the last call, each with the step it died (each layer once per run)."""
+        news, self._dead_news = self._dead_news, []
+        return news
+
+    def count_off_scale(self, off_scale: np.ndarray) -> None:
+        """Add a block's cells off the map: ``off_scale`` is +1 above its top, -1 below its bottom, else 0."""
+        self.above_counts += (off_scale > 0).sum(axis=0)
+        self.below_counts += (off_scale < 0).sum(axis=0)
 
     def ranges(self) -> dict[str, tuple[float, float] | None]:
         """(min, max) of each layer's finite norms; None for a layer that had none."""
@@ -98,6 +147,10 @@ class RunStats:
             "first_spike_layers": list(self.first_spike_layers),
             "first_spike_factor": self.first_spike_factor,
             "steps_without_gradient": dict(zip(self.layer_names, self.missing_counts.tolist())),
+            "zero_steps": dict(zip(self.layer_names, self.zero_counts.tolist())),
+            "dead_since": dict(self.dead_since),
+            "steps_above_map": dict(zip(self.layer_names, self.above_counts.tolist())),
+            "steps_below_map": dict(zip(self.layer_names, self.below_counts.tolist())),
             "norm_ranges": {k: list(v) if v else None for k, v in self.ranges().items()},
         }
 
@@ -137,12 +190,29 @@ class RunStats:
                 f"  NaN/Inf: {self.nonfinite_steps} steps, first at step {self.first_nonfinite_step} "
                 f"({', '.join(self.first_nonfinite_layers)}); they sound as the alarm"
             )
+        if self.dead_since:
+            dead = ", ".join(f"{name} since step {step}" for name, step in self.dead_since.items())
+            lines.append(f"  dead layers (zero gradient): {dead}; a zero sounds as a muffled puff")
+        above, below = int(self.above_counts.sum()), int(self.below_counts.sum())
+        if above or below:
+            lines.append(
+                f"  off the map: {above} cells above its top, {below} below its bottom; they glide off the scale"
+            )
         width = max(len(name) for name in self.layer_names)
         lines.append("  gradient norm range per layer:")
-        for name, span in self.ranges().items():
+        for layer, (name, span) in enumerate(self.ranges().items()):
             text = f"{span[0]:.4g} .. {span[1]:.4g}" if span else "no finite norm"
-            gaps = self.missing_counts[self.layer_names.index(name)]
-            lines.append(f"    {name:<{width}}  {text}" + (f"  (no gradient at {gaps} steps: rests)" if gaps else ""))
+            notes = [
+                f"{label} at {count} steps{sound}"
+                for label, count, sound in (
+                    ("no gradient", self.missing_counts[layer], ": rests"),
+                    ("zero", self.zero_counts[layer], ""),
+                    ("above the map", self.above_counts[layer], ""),
+                    ("below the map", self.below_counts[layer], ""),
+                )
+                if count
+            ]
+            lines.append(f"    {name:<{width}}  {text}" + (f"  ({'; '.join(notes)})" if notes else ""))
         lines.append("  files:" if files else f"  files: {no_files}")
         lines.extend(f"    {path}" for path in files)
         return "\n".join(lines)

@@ -157,3 +157,21 @@ def test_logs_with_the_same_file_name_in_two_folders_each_get_their_own_audio(tm
     with pytest.raises(sonify.SonifyParameterError, match="names must differ"):
         compare([sonify.load_norms(path) for path in logs], tmp_path / "other", names=names, figure=False)
     assert not (tmp_path / "other").exists()
+
+
+def test_zeros_are_marked_in_the_figure_and_dead_and_off_scale_cells_counted_in_the_tables(tmp_path):
+    norms = np.exp(np.random.default_rng(0).normal(0, 0.1, (80, 2)))
+    norms[10:, 0] = 0.0  # layer a dies at step 11
+    norms[5:8, 1] = 1e20  # layer b leaves the top of the map for three steps
+    log = NormLog.from_array(norms, ["a", "b"])
+    result = compare([log], tmp_path, names=["dying"])
+    run = result.runs[0]
+    assert run.dead_since == {"a": 11} and run.zero_cells == 70 and (run.above_cells, run.below_cells) == (3, 0)
+    table = result.table()
+    assert "| dead layers (since step) | zero cells | cells above / below the map |" in table
+    assert "| a (11) | 70 | 3 / 0 |" in table
+    fig = comparison_figure([log], ["dying"], [run.audio])
+    ticks = [c for c in fig.axes[0].collections if len(c.get_offsets()) == 70]
+    assert len(ticks) == 1  # one tick per zero of layer a: the dead stretch is drawn, not a gap
+    np.testing.assert_array_equal(ticks[0].get_offsets()[:, 0], log.steps[10:])
+    assert "zero (dead)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -229,3 +229,31 @@ def test_a_run_digest_of_200_000_steps_stays_bounded_and_keeps_the_alarm():
     assert digest.steps_seen == 200_000 and log.steps[-1] == 200_000
     assert 1000 <= len(log) <= 2000 and digest.window in (128, 256)  # memory bounded, windows a power of two
     assert np.isnan(log.norms[:, 1]).sum() == 1 and np.isfinite(log.norms[:, 0]).all()  # the one alarm is kept
+
+
+def test_zero_cells_are_counted_and_a_layer_that_stays_zero_is_dead_from_the_step_it_died():
+    from sonify.stats import DEAD_STEPS
+
+    norms = np.ones((60, 3))
+    norms[11:, 0] = 0.0  # dies at step 12 and stays dead
+    norms[5 : 5 + DEAD_STEPS - 1, 1] = 0.0  # zero for a while, one step short of dead, then alive again
+    norms[30:, 2] = 0.0  # dies at step 31 ...
+    log = NormLog.from_array(norms, ["a", "b", "c"])
+    log.missing[40:45, 2] = True  # ... and steps without gradient do not revive it
+    log.norms[40:45, 2] = np.nan
+    split = RunStats(log.layer_names)
+    news = []
+    for start in range(0, 60, 7):  # block by block, as a recorder sees it
+        block = slice(start, start + 7)
+        split.update(log.steps[block], log.norms[block], log.missing[block])
+        news += split.newly_dead()
+    assert news == [("a", 12), ("c", 31)]  # each once, with the step it died
+    whole = log.stats()
+    assert whole.dead_since == split.dead_since == {"a": 12, "c": 31}
+    assert whole.zero_counts.tolist() == [49, DEAD_STEPS - 1, 25]
+    assert whole.as_dict() == split.as_dict()
+    assert "dead layers (zero gradient): a since step 12, c since step 31" in whole.summary("run", [])
+    revived = np.ones((60, 2))
+    revived[11:59] = 0.0  # dead from step 12 ... and back at the last step: no longer dead
+    revived[11:, 1] = 0.0
+    assert NormLog.from_array(revived, ["a", "b"]).stats().dead_since == {"b": 12}

@@ -737,3 +737,20 @@ def test_norm_range_auto_makes_the_audio_from_the_whole_log_at_close(tmp_path):
     with pytest.raises(sonify.SonifyParameterError, match="norm log when the run ends"):
         sonify.Sonifier(model, optimizer, out=tmp_path / "x.wav", sound=sound, norm_log=False)
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_dead_layer_warns_once_naming_the_step_it_died(tmp_path):
+    from sonify.stats import DEAD_STEPS
+
+    model = make_model()
+    with torch.no_grad():
+        model[0].bias.fill_(-1e3)  # every unit of the first layer saturates: tanh' = 0, its gradient is exactly 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "dead.wav", live=False)
+    with warnings.catch_warnings(record=True) as record, son:
+        warnings.simplefilter("always")
+        train(model, optimizer, DEAD_STEPS + 10)
+    dead = [str(w.message) for w in record if "is dead" in str(w.message)]
+    assert len(dead) == 1 and "layer '0' is dead" in dead[0] and "since step 1 " in dead[0]
+    summary = sonify.load_norms(son.log_path).metadata["summary"]
+    assert summary["dead_since"] == {"0": 1} and summary["zero_steps"]["0"] == DEAD_STEPS + 10

@@ -125,7 +125,9 @@ def sound_options(command: Callable) -> Callable:
             type=click.Choice(list(PRESETS)),
             default="log",
             show_default=True,
-            help="Norm-to-pitch mapping: log (orders of magnitude -> intervals) or linear (200 + 100 x norm Hz, the 2019 reference).",
+            help="Norm-to-pitch mapping: log (orders of magnitude -> intervals), relative (a home pitch per layer: "
+            "an octave per factor of ten from the median of its first 20 norms; hear drift) or linear "
+            "(200 + 100 x norm Hz, the 2019 reference).",
         ),
         click.option(
             "--norm-range",

@@ -38,7 +38,7 @@ def render_command(
         norm_log, out, sound=sound, progress=not no_progress, duration=duration, combine=combine, overwrite=overwrite
     )
     click.echo(
-        norm_log.stats(sound.spike_factor, sound.spike_window).summary(
+        sound.stats(norm_log).summary(
             "sonify render: done",
             [result.path],
             {
