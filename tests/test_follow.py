@@ -404,3 +404,46 @@ def test_tensorboard_follow_hears_late_layers_and_a_second_run_in_the_folder(sou
     assert "fc.weight heard from step 7 on" in stderr
     assert "conv.weight went back from step 12 to 1: a new run; starting over" in stderr
     assert "17 steps in 2 runs" in stdout, stdout
+
+
+@pytest.mark.parametrize("mapping", ["log", "relative"])
+def test_follow_plays_every_new_cue(sound_server, tmp_path, mapping):
+    from helpers import decode_cells
+
+    norms = np.ones((12, 3))
+    norms[:, 0] = 0.0  # a dead layer
+    norms[4, 1], norms[6, 1] = 1e9, 1e-9  # off the top of the log map (and 1e9x home), then below
+    norms[8, 2] = np.nan
+    missing = np.zeros(norms.shape, bool)
+    missing[10, 2] = True  # no gradient: a rest
+    sound = sonify.SoundSettings(mapping=mapping)
+    with sound_server.capture() as recording:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "sonify.cli", "play", "--follow", "-", "--map", mapping],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        follower.stdin.write("step,conv,mid,fc\n")
+        follower.stdin.flush()
+        time.sleep(1.5)  # as in the pipe test above: the header, then rows as they are written
+        for step, row in enumerate(norms, start=1):
+            cells = ["" if gap else repr(float(v)) for v, gap in zip(row, missing[step - 1])]
+            follower.stdin.write(f"{step},{','.join(cells)}\n")
+            follower.stdin.flush()
+            time.sleep(0.1)
+        follower.stdin.close()
+        follower.wait(timeout=60)
+        stderr = follower.stderr.read()
+    assert follower.returncode == 0, stderr
+    sounder = sound.sounder(3)
+    frames = [sounder.sound(row[None], gaps[None]) for row, gaps in zip(norms, missing)]
+    starts = frames_played(recording.samples, frames)
+    heard = np.concatenate([recording.samples[s : s + len(f)] for s, f in zip(starts, frames)])
+    states, _ = decode_cells(heard, sound.synthesizer(3))
+    assert (states[:, 0] == "ZERO").all()
+    assert states[4, 1] == "ABOVE" and states[6, 1] == "BELOW"
+    assert states[8, 2] == "ALARM" and states[10, 2] == "REST"
+    assert set(states[[0, 1, 2, 3, 5, 7, 9, 11], 1].tolist()) == {"TONE"}

@@ -754,3 +754,36 @@ def test_a_dead_layer_warns_once_naming_the_step_it_died(tmp_path):
     assert len(dead) == 1 and "layer '0' is dead" in dead[0] and "since step 1 " in dead[0]
     summary = sonify.load_norms(son.log_path).metadata["summary"]
     assert summary["dead_since"] == {"0": 1} and summary["zero_steps"]["0"] == DEAD_STEPS + 10
+
+
+def test_live_sound_plays_every_new_cue(tmp_path, sound_server):
+    from helpers import decode_cells
+
+    model = make_model()
+    with torch.no_grad():
+        model[0].bias.fill_(-1e3)  # layer 0 is dead: its norm is exactly zero at every step
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay: each step's scale alone decides
+    scale = {3: 1e9, 5: 1e-10}  # step 3 off the top of the map, step 5 below its bottom
+    with (
+        warnings.catch_warnings(),
+        sound_server.capture() as recording,
+        sonify.Sonifier(model, optimizer, out=tmp_path / "cues.wav", live=True, pace=True) as son,
+    ):
+        warnings.simplefilter("ignore")  # the NaN and the dead layer warn; that is tested elsewhere
+        generator = torch.Generator().manual_seed(0)
+        for step in range(1, 9):
+            optimizer.zero_grad()
+            loss = model(torch.randn(32, 8, generator=generator)).square().mean() * scale.get(step, 1.0)
+            loss.backward()
+            if step == 8:  # the last step: lr 0 times NaN would make every later step NaN
+                model[4].weight.grad[0, 0] = float("nan")
+            optimizer.step()
+    assert son.live_report.played == 8 and son.live_report.skipped == 0
+    frames = wav_frames(tmp_path / "cues.wav", son)
+    starts = frames_played(recording.samples, frames)  # the sound card got the file's samples, step for step
+    heard = np.concatenate([recording.samples[s : s + len(f)] for s, f in zip(starts, frames)])
+    states, _ = decode_cells(heard, son.sound.synthesizer(3))
+    assert (states[:, 0] == "ZERO").all()
+    assert states[2, 1:].tolist() == ["ABOVE", "ABOVE"] and states[4, 1:].tolist() == ["BELOW", "BELOW"]
+    assert states[7, 2] == "ALARM"
+    assert set(states[[0, 1, 3, 5, 6], 1:].ravel()) <= {"TONE", "ACCENT"}
