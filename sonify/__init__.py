@@ -33,7 +33,7 @@ from ._errors import SonifyError, SonifyIOError, SonifyParameterError, SonifyWar
 from ._version import __version__
 from .comparison import CompareResult, compare
 from .importers import load_tensorboard
-from .mapping import LinearMap, LogMap, PitchMap, get_map
+from .mapping import LinearMap, LogMap, PitchMap, RelativeMap, get_map
 from .norms import NormLog
 from .playback import LiveReport, PlayResult, play
 from .rendering import RenderResult, render
@@ -58,6 +58,7 @@ __all__ = [
     "NormLog",
     "PitchMap",
     "PlayResult",
+    "RelativeMap",
     "RenderResult",
     "RunStats",
     "Score",

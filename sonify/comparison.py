@@ -371,6 +371,9 @@ def comparison_figure(logs: list[NormLog], names: list[str], audio: list[Path]) 
                                marker="|", s=30, color=line.get_color(), linewidths=1, zorder=3)  # fmt: skip
         if zero.any():
             curves.scatter([], [], marker="|", color="gray", label="zero (dead)")
+            # The ticks do not count towards the x limits (their y is the axes'): the whole run does.
+            span = max(1, int(log.steps[-1] - log.steps[0]))
+            curves.set_xlim(log.steps[0] - 0.05 * span, log.steps[-1] + 0.05 * span)
         spikes = log.spikes()[0]
         spiking = np.argwhere(spikes)
         if len(spiking):

@@ -148,7 +148,7 @@ def write_midi(
         for start in sorted(set(hits)):
             drums.append((start, 1, mido.Message("note_on", channel=_DRUMS, note=note, velocity=velocity)))
             drums.append((start + tone, 0, mido.Message("note_off", channel=_DRUMS, note=note, velocity=0)))
-    midi.tracks.append(_track(mido, "NaN/Inf alarm, zero", drums))
+    midi.tracks.append(_track(mido, "NaN/Inf alarm" + (", zero" if zeros else ""), drums))
     fd = create_exclusive(path, overwrite=overwrite)
     try:
         with os.fdopen(fd, "wb") as file:

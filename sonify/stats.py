@@ -97,25 +97,35 @@ class RunStats:
     def _count_zeros(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, finite: np.ndarray) -> None:
         zero = finite & (norms == 0) & ~missing
         self.zero_counts += zero.sum(axis=0)
-        alive = ~missing & ~zero  # a non-zero norm (NaN too) ends a run of zeros; a step without gradient does not
-        rows = len(steps)
-        last_alive = np.where(alive.any(axis=0), rows - 1 - np.argmax(alive[::-1], axis=0), -1)
-        for layer, name in enumerate(self.layer_names):
-            after = zero[last_alive[layer] + 1 :, layer]
-            if last_alive[layer] >= 0:
-                self._zero_run[layer], self._zero_since[layer] = 0, None
-                self.dead_since.pop(name, None)
-            if not after.any():
-                continue
-            if self._zero_since[layer] is None:
-                self._zero_since[layer] = int(steps[last_alive[layer] + 1 + int(np.argmax(after))])
-            self._zero_run[layer] += int(after.sum())
-            since = self._zero_since[layer]
-            if self._zero_run[layer] >= DEAD_STEPS and name not in self.dead_since and since is not None:
-                self.dead_since[name] = since
-                if name not in self._ever_dead:
-                    self._ever_dead.add(name)
-                    self._dead_news.append((name, since))
+        for layer in np.flatnonzero(zero.any(axis=0) | (self._zero_run > 0)):
+            self._zero_runs(layer, steps, zero[:, layer], missing[:, layer])
+
+    def _zero_runs(self, layer: int, steps: np.ndarray, zero: np.ndarray, missing: np.ndarray) -> None:
+        """Follow one layer's runs of zeros through a block (a step without gradient neither ends nor extends one)."""
+        name = self.layer_names[layer]
+        present = np.flatnonzero(~missing)
+        if not present.size:
+            return
+        zeros = zero[present]
+        # Runs of zeros among the steps with a gradient: where each starts and how long it is.
+        edges = np.diff(np.concatenate([[0], zeros.astype(np.int8), [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        for start, end in zip(starts, ends):
+            carried = start == 0 and self._zero_run[layer] > 0  # the run the last block ended in goes on
+            length = end - start + (int(self._zero_run[layer]) if carried else 0)
+            since = self._zero_since[layer] if carried else int(steps[present[start]])
+            if length >= DEAD_STEPS and since is not None and name not in self._ever_dead:
+                self._ever_dead.add(name)
+                self._dead_news.append((name, since))
+            if end == len(zeros):  # still zero at the block's last step
+                self._zero_run[layer], self._zero_since[layer] = length, since
+                if length >= DEAD_STEPS and since is not None:
+                    self.dead_since[name] = since
+                else:  # a new run of zeros, not long enough yet: the layer lived in between
+                    self.dead_since.pop(name, None)
+                return
+        self._zero_run[layer], self._zero_since[layer] = 0, None  # alive at the block's last step
+        self.dead_since.pop(name, None)
 
     def newly_dead(self) -> list[tuple[str, int]]:
         """Layers that died since the last call, each with the step it died (each layer once per run)."""

@@ -54,6 +54,18 @@ def expected_frames(norms, missing=None):
     return frames
 
 
+def follow_stdin(*options):
+    """``sonify play --follow -``, reading rows from the pipe it is given."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sonify.cli", "play", "--follow", "-", *options],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def rows_of(count):
     steps = np.arange(1, count + 1)
     norms = np.stack([0.5 + 0.01 * steps, 2.0 + 0.02 * steps], 1)
@@ -79,14 +91,7 @@ def test_a_log_written_by_another_process_is_heard_row_by_row(sound_server, tmp_
 def test_standard_input_from_a_pipe(sound_server, tmp_path):
     norms = rows_of(15)
     with sound_server.capture() as recording:
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "sonify.cli", "play", "--follow", "-"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        follower = follow_stdin()
         follower.stdin.write("step,conv,fc\n")
         follower.stdin.flush()
         time.sleep(1.5)  # as `ssh ... tail -F` delivers it: the header, then rows as they are written
@@ -418,14 +423,7 @@ def test_follow_plays_every_new_cue(sound_server, tmp_path, mapping):
     missing[10, 2] = True  # no gradient: a rest
     sound = sonify.SoundSettings(mapping=mapping)
     with sound_server.capture() as recording:
-        follower = subprocess.Popen(
-            [sys.executable, "-m", "sonify.cli", "play", "--follow", "-", "--map", mapping],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        follower = follow_stdin("--map", mapping)
         follower.stdin.write("step,conv,mid,fc\n")
         follower.stdin.flush()
         time.sleep(1.5)  # as in the pipe test above: the header, then rows as they are written

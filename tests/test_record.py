@@ -3,6 +3,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sonify import SonifyError, load_norms
 from sonify.normfile import NormLogWriter, log_paths
@@ -257,3 +259,47 @@ def test_zero_cells_are_counted_and_a_layer_that_stays_zero_is_dead_from_the_ste
     revived[11:59] = 0.0  # dead from step 12 ... and back at the last step: no longer dead
     revived[11:, 1] = 0.0
     assert NormLog.from_array(revived, ["a", "b"]).stats().dead_since == {"b": 12}
+
+
+def dead_layers_one_step_at_a_time(states):
+    """The plain definition: (layer, step it died) once per layer, and who is dead at the end.
+
+    ``states``: (steps, layers) of "z" (zero), "a" (alive: a non-zero norm) or "m" (no gradient).
+    """
+    from sonify.stats import DEAD_STEPS
+
+    news, dead, run, since = [], {}, {}, {}
+    for step, row in enumerate(states, start=1):
+        for layer, state in enumerate(row):
+            if state == "z":
+                if not run.get(layer, 0):
+                    since[layer] = step
+                run[layer] = run.get(layer, 0) + 1
+                if run[layer] >= DEAD_STEPS:
+                    dead[layer] = since[layer]
+                    if layer not in {n for n, _ in news}:
+                        news.append((layer, since[layer]))
+            elif state == "a":
+                run[layer] = 0
+                dead.pop(layer, None)
+    return news, dead
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from("zzzam"), min_size=2, max_size=2), min_size=1, max_size=90),
+    st.lists(st.integers(1, 30), min_size=1, max_size=10),
+)
+def test_dead_layers_do_not_depend_on_how_the_run_is_cut_into_blocks(states, cuts):
+    norms = np.array([[{"z": 0.0, "a": 1.0, "m": np.nan}[s] for s in row] for row in states])
+    missing = np.array([[s == "m" for s in row] for row in states])
+    stats, news, start = RunStats(["a", "b"]), [], 0
+    steps = np.arange(1, len(states) + 1)
+    for size in cuts * (len(states) // sum(cuts) + 1):
+        block = slice(start, start + size)
+        stats.update(steps[block], norms[block], missing[block])
+        news += stats.newly_dead()
+        start += size
+    expected_news, expected_dead = dead_layers_one_step_at_a_time(states)
+    assert news == [("ab"[layer], step) for layer, step in expected_news]
+    assert stats.dead_since == {"ab"[layer]: step for layer, step in expected_dead.items()}
