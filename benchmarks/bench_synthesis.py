@@ -8,7 +8,10 @@
   pool, as ``sonify.render`` does;
 * ``soundfile alone``: writing the finished samples to a float WAV, block by
   block (the floor for rendering);
-* ``sonify.render``: norm array -> WAV file, everything included.
+* ``sonify.render``: norm array -> WAV file, everything included;
+* ``Sounder, ...``: score and samples in the calling thread (the one sound path, as live sound uses
+  it), for the calm run and for runs whose every cell is off the map (the glide) or exactly zero (the
+  puff): the cues a diverging run is made of.
 
 Each is timed 5 times in one process; the table gives the best time
 (least disturbed by other load), x realtime, and the render/soundfile ratio.
@@ -65,6 +68,14 @@ def synth_pool(freqs, synth, workers=2):
             pending.popleft().result()
 
 
+def sounder_one_thread(norms, sound):
+    sounder = sound.sounder(norms.shape[1])
+    missing = np.zeros(norms.shape, bool)
+    for start in range(0, len(norms), BLOCK_STEPS):
+        block = slice(start, start + BLOCK_STEPS)
+        sounder.samples(sounder.score(norms[block], missing[block]))
+
+
 def write_only(samples, path, block):
     with soundfile.SoundFile(path, "w", 44100, 1, subtype="FLOAT") as file:
         for start in range(0, len(samples), block):
@@ -100,6 +111,9 @@ def main():
                 lambda: write_only(samples, out / "floor.wav", BLOCK_STEPS * synth.step_samples), repeats
             ),
             "sonify.render": best_of(lambda: render(norms, out / "render.wav", sound=sound, overwrite=True), repeats),
+            "Sounder, calm run": best_of(lambda: sounder_one_thread(norms, sound), repeats),
+            "Sounder, every cell above the map": best_of(lambda: sounder_one_thread(norms * 1e9, sound), repeats),
+            "Sounder, every cell zero": best_of(lambda: sounder_one_thread(norms * 0.0, sound), repeats),
         }
     rows = [[name, f"{seconds * 1e3:.1f} ms", f"{audio_seconds / seconds:,.0f}x"] for name, seconds in timings.items()]
     print(f"synthesis of {steps} steps x 4 layers = {audio_seconds:.0f} s of audio, best of {repeats}, {machine()}")
@@ -108,6 +122,11 @@ def main():
         f"per-tone loop / Synthesizer (1 thread): {timings['2019 per-tone loop'] / timings['Synthesizer, 1 thread']:.1f}x faster"
     )
     print(f"sonify.render / soundfile alone: {timings['sonify.render'] / timings['soundfile alone']:.2f}")
+    calm = timings["Sounder, calm run"]
+    print(
+        f"Sounder, every cell above the map / calm run: {timings['Sounder, every cell above the map'] / calm:.2f}; "
+        f"every cell zero / calm run: {timings['Sounder, every cell zero'] / calm:.2f}"
+    )
 
 
 if __name__ == "__main__":

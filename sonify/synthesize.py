@@ -378,18 +378,32 @@ class Synthesizer:
         return (self.amplitude * wave * self._accent_envelope).astype(np.float32)
 
     def _glides(self, start: np.ndarray, omega: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-        """Tones off the scale (computed directly): the pitch held for the first half, then an exponential
-        glide to ``ratio`` times it, phase-continuous, under the ordinary fades."""
+        """Tones off the scale: the pitch held for the first half, then an exponential glide to ``ratio``
+        times it, phase-continuous, under the ordinary fades.
+
+        Off-scale tones share a few shapes (a map clamps to its ends, so they start at one pitch or
+        two): each shape's phase curve is computed once, and a tone is ``sin(start + curve)`` =
+        ``sin(start) cos(curve) + cos(start) sin(curve)``.
+        """
         held, moving = self._glide_start, self.tone_samples - self._glide_start
+        shapes, shape = np.unique(np.stack([omega, ratio], axis=1), axis=0, return_inverse=True)
         n = np.arange(self.tone_samples, dtype=float)
-        log_ratio = np.log(ratio)[:, None]
+        log_ratio = np.log(shapes[:, 1])[:, None]
         into = np.maximum(n - held, 0.0) / moving  # how far into the glide, 0 .. 1
         glided = moving * np.expm1(log_ratio * into) / log_ratio  # samples' worth of phase at the start pitch
-        phase = start[:, None] + omega[:, None] * (np.minimum(n, held) + glided)
-        wave = np.sin(phase)
-        wave[:, : self._fade.size] *= self._fade
-        wave[:, self.tone_samples - self._fade.size :] *= self._fade[::-1]
-        return (self.amplitude * wave).astype(np.float32)
+        curve = shapes[:, :1] * (np.minimum(n, held) + glided)
+        envelope = np.ones(self.tone_samples)
+        envelope[: self._fade.size] = self._fade
+        envelope[self.tone_samples - self._fade.size :] = self._fade[::-1]
+        # (shapes, 2, T): the cosine and sine of each shape's curve, faded; a tone is [sin, cos](start) @ them.
+        basis = (self.amplitude * envelope * np.stack([np.cos(curve), np.sin(curve)], axis=1)).astype(np.float32)
+        weights = np.stack([np.sin(start), np.cos(start)], axis=1).astype(np.float32)
+        shape = shape.reshape(-1)
+        wave = np.empty((len(start), self.tone_samples), np.float32)
+        for index in range(len(shapes)):
+            tones = shape == index
+            wave[tones] = weights[tones] @ basis[index]
+        return wave
 
     def _voice_gains(self, voices: int, stereo: bool) -> np.ndarray | None:
         """(voices, channels) gains, or None for the mono sequence (gain 1 everywhere)."""
