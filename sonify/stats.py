@@ -98,7 +98,7 @@ class RunStats:
         zero = finite & (norms == 0) & ~missing
         self.zero_counts += zero.sum(axis=0)
         for layer in np.flatnonzero(zero.any(axis=0) | (self._zero_run > 0)):
-            self._zero_runs(layer, steps, zero[:, layer], missing[:, layer])
+            self._zero_runs(int(layer), steps, zero[:, layer], missing[:, layer])
 
     def _zero_runs(self, layer: int, steps: np.ndarray, zero: np.ndarray, missing: np.ndarray) -> None:
         """Follow one layer's runs of zeros through a block (a step without gradient neither ends nor extends one)."""
