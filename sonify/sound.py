@@ -9,7 +9,7 @@ Every output takes the same path::
 spike detector, the loudness contour and the synthesizer, wired together
 here and nowhere else. Its intermediate result, the :class:`Score`, says for
 every step and voice when a tone starts, how long it lasts, its frequency,
-its gain and its kind (tone, rest, alarm, accent), as arrays. It is plain
+its gain and its kind (tone, rest, alarm, accent, above or below the map, zero), as arrays. It is plain
 data: ``Score.as_dict()`` is JSON-ready and ``Score.from_dict`` reads it
 back, so a synthesizer written elsewhere never has to repeat the mapping.
 

@@ -787,3 +787,18 @@ def test_live_sound_plays_every_new_cue(tmp_path, sound_server):
     assert states[2, 1:].tolist() == ["ABOVE", "ABOVE"] and states[4, 1:].tolist() == ["BELOW", "BELOW"]
     assert states[7, 2] == "ALARM"
     assert set(states[[0, 1, 3, 5, 6], 1:].ravel()) <= {"TONE", "ACCENT"}
+
+
+def test_the_relative_map_sounds_the_same_while_training_as_rendered_afterwards(tmp_path):
+    """Homes are learnt from the run in order: the recorder's blocks and a whole-log render agree exactly."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    sound = sonify.SoundSettings(mapping="relative")
+    with sonify.Sonifier(model, optimizer, out=tmp_path / "home.wav", sound=sound, flush_interval=0.01) as son:
+        train(model, optimizer, 60)  # in several blocks on the recorder's thread (it wakes every 10 ms)
+    written, _ = soundfile.read(tmp_path / "home.wav", dtype="float32")
+    sonify.render(tmp_path / "home.norms.csv", tmp_path / "again.wav", sound=sound)
+    expected, _ = soundfile.read(tmp_path / "again.wav", dtype="float32")
+    np.testing.assert_allclose(written, expected, rtol=0, atol=1e-6)
+    summary = sonify.load_norms(son.log_path).metadata["summary"]
+    assert summary["steps_above_map"] == {name: 0 for name in summary["steps_above_map"]}  # a calm run stays home
