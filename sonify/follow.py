@@ -15,7 +15,12 @@ What it copes with:
   input): it says so and starts the new run;
 * a training loop faster than the sound: the same latency policy as
   ``train --live`` (the newest step is played, every NaN/Inf alarm and every
-  spike is kept, the skipped steps are counted).
+  spike is kept, the skipped steps are counted);
+* a folder of runs (``audio_out/``): the newest ``.norms.csv`` in it, and
+  the next one as soon as a newer run starts writing there.
+
+:func:`follow_events` is the reading half (also what ``sonify serve``
+streams): it turns any of these sources into one sequence of events.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -43,7 +48,7 @@ from .sound import SoundSettings
 from .sources import SourceKind, source_kind
 from .stream import DEFAULT_LATENCY, resolve_output_device
 
-__all__ = ["FollowReport", "follow"]
+__all__ = ["FollowReport", "check_followable", "follow", "follow_events"]
 
 #: Seconds between looks at a file that has not grown (also what a mounted folder needs: no inotify).
 POLL_INTERVAL = 0.05
@@ -194,7 +199,7 @@ def _lines_of_stream(stream: IO[str] | Callable[[], IO[str]]) -> Iterator[str | 
         # A last line without newline at the end of the stream is a partial row: never played.
 
 
-def _csv_events(lines: Iterator[str | None], label: str, counts: dict) -> Iterator[tuple | None]:
+def _csv_events(lines: Iterator[str | None], label: str, counts: dict) -> Generator[tuple | None, None, None]:
     """("run", layer names) / ("row", step, norms, missing) / ("new", why) / None (nothing yet), from CSV lines."""
     run: _Run | None = None
     last_step = None
@@ -273,6 +278,117 @@ def _tensorboard_events(path: Path, tags: str, wait: float | None, notice: Calla
         rows.touched.clear()
         yield None
         time.sleep(0.25)
+
+
+def _newest_log(folder: Path) -> Path | None:
+    """The norm log in ``folder`` that a run wrote to last."""
+    logs = []
+    for path in folder.glob("*.norms.csv"):
+        with contextlib.suppress(OSError):  # removed meanwhile
+            logs.append((path.stat().st_mtime, path.name, path))
+    return max(logs)[2] if logs else None
+
+
+#: Seconds between looks at a folder of runs for a newer log.
+RUNS_POLL_INTERVAL = 1.0
+
+
+def _runs_events(folder: Path, wait: float | None, notice: Callable, counts: dict) -> Iterator[tuple | None]:
+    """The events of the newest log in a folder of runs, then of each newer one that appears.
+
+    Also ``("runs", names, current)``: every log in the folder, and the one being followed.
+    """
+    current = None
+    while True:
+        newest = _newest_log(folder)
+        if newest is None:  # the logs were removed: wait for the next run
+            yield None
+            time.sleep(RUNS_POLL_INTERVAL)
+            continue
+        if current is not None:
+            yield ("new", f"a new run in {folder}: {newest.name}; starting over")
+        current = newest
+        yield ("runs", sorted(path.name for path in folder.glob("*.norms.csv")), current.name)
+        events = _csv_events(_lines_of_file(current, wait, notice), str(current), counts)
+        looked = time.monotonic()
+        for event in events:
+            yield event
+            if event is None and time.monotonic() - looked > RUNS_POLL_INTERVAL:
+                looked = time.monotonic()
+                newer = _newest_log(folder)
+                if newer is not None and newer != current and newer.stat().st_mtime > current.stat().st_mtime:
+                    events.close()
+                    break
+
+
+def check_followable(source: str | os.PathLike, tags: str = DEFAULT_TAG_PATTERN) -> None:
+    """Raise a one-line :class:`SonifyParameterError` when ``source`` exists and cannot be a growing run.
+
+    An audio file; a file whose first line is not a norm log header; a
+    TensorBoard run whose scalars exist but none match ``tags``. What does
+    not exist yet is waited for.
+    """
+    kind = source_kind(source, audio=True)
+    path = Path(source)
+    if kind is SourceKind.AUDIO:
+        raise SonifyParameterError(
+            f"{source} is an audio file; give a norm log (.norms.csv), a folder of runs, a TensorBoard run or -"
+        )
+    if kind is SourceKind.CSV and path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as file:
+            first = file.readline()
+        if first.endswith("\n"):
+            try:
+                _Run(split_csv_line(first.rstrip("\n")), str(path))
+            except (SonifyError, ValueError) as exc:
+                raise SonifyParameterError(f"{path} is not a norm log: {one_line(exc)}") from None
+    if kind is SourceKind.TENSORBOARD and path.exists():
+        from .importers import ScalarTail, check_tag_pattern
+
+        pattern = re.compile(check_tag_pattern(tags))
+        try:
+            found = {tag for tag, _, _ in ScalarTail(path).read()}
+        except OSError as exc:
+            raise SonifyError(f"{path}: cannot read TensorBoard events ({one_line(exc)})") from None
+        if found and not any(pattern.search(tag) for tag in found):
+            seen = ", ".join(sorted(found)[:8])
+            raise SonifyParameterError(
+                f"{path}: no scalar tag matches {tags!r} (scalars: {seen}); give the tags of your gradient norms "
+                "with {tags}"
+            )
+
+
+def follow_events(
+    source: str | os.PathLike,
+    *,
+    wait: float | None = None,
+    tags: str = DEFAULT_TAG_PATTERN,
+    notice: Callable[[str], None] = print,
+    stdin: IO[str] | None = None,
+    counts: dict | None = None,
+) -> Iterator[tuple | None]:
+    """The events of a source that is still being written, in order.
+
+    ``("run", layer names)`` when a run starts; ``("row", step, norms,
+    missing)`` per step; ``("layers", names, why)`` when a TensorBoard layer
+    joins; ``("new", why)`` when the source starts over with a new run;
+    ``("runs", names, current)`` for a folder of runs; None when nothing is
+    new (poll again). ``counts["bad"]`` counts unreadable lines.
+    """
+    counts = {"bad": 0} if counts is None else counts
+    label = "standard input" if str(source) == "-" else str(source)
+    path = Path(source)
+    kind = source_kind(source)
+    if kind is SourceKind.STDIN:
+        return _csv_events(_lines_of_stream(stdin or sys.stdin), label, counts)
+    if kind is SourceKind.PIPE:  # a FIFO, `<(ssh box tail -f ...)`
+        opener = functools.partial(open, path, encoding="utf-8", errors="replace")  # opened (and closed) by the reader
+        return _csv_events(_lines_of_stream(opener), label, counts)
+    if kind is SourceKind.RUNS:
+        return _runs_events(path, wait, notice, counts)
+    if kind is SourceKind.TENSORBOARD:  # also a run folder that training has not made yet
+        return _tensorboard_events(path, tags, wait, notice)
+    return _csv_events(_lines_of_file(path, wait, notice), label, counts)
 
 
 #: Steps a TensorBoard follower holds before it hands complete ones on in the middle of a look.
@@ -403,17 +519,7 @@ def follow(
     label = "standard input" if str(source) == "-" else str(source)
     totals = {"runs": 0, "steps": 0, "played": 0, "skipped": 0, "underruns": 0, "bad": 0}
     resolve_output_device(output_device)  # no sound card is said now, not when the first row arrives
-    path = Path(source)
-    kind = source_kind(source)
-    if kind is SourceKind.STDIN:
-        events = _csv_events(_lines_of_stream(stdin or sys.stdin), label, totals)
-    elif kind is SourceKind.PIPE:  # a FIFO, `<(ssh box tail -f ...)`
-        opener = functools.partial(open, path, encoding="utf-8", errors="replace")  # opened (and closed) by the reader
-        events = _csv_events(_lines_of_stream(opener), label, totals)
-    elif kind is SourceKind.TENSORBOARD:  # also a run folder that training has not made yet
-        events = _tensorboard_events(path, tags, wait, notice)
-    else:
-        events = _csv_events(_lines_of_file(path, wait, notice), label, totals)
+    events = follow_events(source, wait=wait, tags=tags, notice=notice, stdin=stdin, counts=totals)
     pitch_map = sound.pitch_map()
     player = None
 
@@ -442,6 +548,8 @@ def follow(
             if event is None:
                 if player is not None and player.failure is not None:
                     raise SonifyError(f"live playback stopped: {player.failure}")
+            elif event[0] == "runs":
+                continue
             elif event[0] == "new":
                 notice(event[1])
                 finish(drain=True)

@@ -28,6 +28,7 @@ class SourceKind(enum.Enum):
     """What a path given as a source of norms is."""
 
     CSV = "norm log (CSV)"
+    RUNS = "folder of norm logs"
     TENSORBOARD = "TensorBoard run"
     STDIN = "standard input"
     PIPE = "pipe"
@@ -37,8 +38,10 @@ class SourceKind(enum.Enum):
 def source_kind(path: str | os.PathLike, *, audio: bool = False) -> SourceKind:
     """What ``path`` holds, from its name and what exists there (nothing is read).
 
-    ``-`` is standard input; a FIFO or ``<(...)`` a pipe; a folder or an
-    ``events.out.tfevents.*`` file a TensorBoard run; a ``.csv`` a norm log.
+    ``-`` is standard input; a FIFO or ``<(...)`` a pipe; a folder that
+    holds ``.norms.csv`` files and no TensorBoard events a folder of runs;
+    any other folder or an ``events.out.tfevents.*`` file a TensorBoard run;
+    a ``.csv`` a norm log.
     With ``audio=True`` (playing) an audio file is itself; otherwise a WAV or
     a run's stem means the norm log beside it. A path with no suffix that
     does not exist yet, and has no log beside it, is a TensorBoard run folder
@@ -56,6 +59,8 @@ def source_kind(path: str | os.PathLike, *, audio: bool = False) -> SourceKind:
     path = Path(path)
     if path.exists() and not (path.is_file() or path.is_dir()):
         return SourceKind.PIPE
+    if path.is_dir() and any(path.glob("*.norms.csv")) and not any(path.glob("**/*tfevents*")):
+        return SourceKind.RUNS
     if path.is_dir() or "tfevents" in path.name:
         return SourceKind.TENSORBOARD
     if path.name.lower().endswith(".csv"):

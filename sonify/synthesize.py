@@ -49,6 +49,7 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -311,6 +312,35 @@ class Synthesizer:
         if self.loudness != "iso226":
             return np.ones(played.shape)
         return 10.0 ** ((np.minimum(equal_loudness_db(played), self._loudest_db) - self._loudest_db) / 20.0)
+
+    def instrument(self) -> dict[str, Any]:
+        """Everything a synthesizer elsewhere needs, besides a :class:`Score`, to make these samples (JSON-ready).
+
+        A browser's synthesizer (``sonify serve``) gets it once per run: the
+        timing, the fades, the accent's attack and partials, the glide, the
+        voices' mix, and the two fixed waves (the alarm chord and the zero's
+        puff), so that it computes the same formulas as :meth:`fill`.
+        """
+        return {
+            "sample_rate": self.sample_rate,
+            "voices": self.n_voices,
+            "channels": self.channels,
+            "mode": self.mode,
+            "tone_samples": self.tone_samples,
+            "gap_samples": self.gap_samples,
+            "step_samples": self.step_samples,
+            "amplitude": self.amplitude,
+            "fade": self._fade.tolist(),
+            "accent_envelope": self._accent_envelope.tolist(),
+            "accent_partials": [list(partial) for partial in ACCENT_PARTIALS],
+            "glide": self.glide,
+            "glide_start": self._glide_start,
+            "min_freq": MIN_FREQ_HZ,
+            "max_freq": self.max_freq,
+            "mix": None if self._mix is None else self._mix.tolist(),
+            "alarm": self._alarm.tolist(),
+            "zero": self._zero.tolist(),
+        }
 
     @property
     def pan(self) -> tuple[float, ...] | None:

@@ -86,6 +86,19 @@ def sound_server(tmp_path_factory):
             os.environ[name] = value
 
 
+@pytest.fixture(scope="session")
+def browser(sound_server):
+    """Debian's chromium, driven by Playwright, playing into the private sound server."""
+    from playwright.sync_api import sync_playwright
+
+    from helpers.browser import launch_chromium
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright, sound_server.env)
+        yield chromium
+        chromium.close()
+
+
 # -- a small model and loop shared by the tests of the Sonifier and of its failures --
 
 

@@ -13,7 +13,7 @@ import click
 
 from .._errors import SonifyError
 from .._version import __version__
-from . import compare, devices, play, render, train
+from . import compare, devices, play, render, serve, train
 from ._options import CLI_NAMES
 
 __all__ = ["main"]
@@ -57,5 +57,12 @@ def main() -> None:
     """
 
 
-for _command in (train.train, play.play, devices.devices, compare.compare_command, render.render_command):
+for _command in (
+    train.train,
+    play.play,
+    serve.serve_command,
+    devices.devices,
+    compare.compare_command,
+    render.render_command,
+):
     main.add_command(_command)

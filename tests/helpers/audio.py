@@ -189,3 +189,31 @@ def decode_cells(audio: np.ndarray, synth) -> tuple[np.ndarray, np.ndarray]:
             audio[start : start + synth.tone_samples], synth.sample_rate, fade
         )
     return states, freqs
+
+
+def find_frames(captured: np.ndarray, frames: list[np.ndarray], atol: float = 1e-3) -> list[int | None]:
+    """Where each frame was played in a capture, in order; None for a frame not found (a dropout, a skip).
+
+    Looks for each frame after the previous one found, by cross-correlation, and accepts a place only
+    where the samples match within ``atol`` (the page's synthesizer computes in float64, Python's in
+    float32: they differ by about 1e-6).
+    """
+    from scipy.signal import fftconvolve
+
+    captured = np.asarray(captured, dtype=float)
+    found: list[int | None] = []
+    position = 0
+    for frame in frames:
+        frame = np.asarray(frame, dtype=float)
+        rest = captured[position:]
+        if len(rest) < len(frame) or not frame.any():
+            found.append(None)
+            continue
+        score = fftconvolve(rest, frame[::-1], mode="valid")
+        start = int(np.argmax(score))
+        if np.max(np.abs(rest[start : start + len(frame)] - frame)) <= atol:
+            found.append(position + start)
+            position += start + len(frame)
+        else:
+            found.append(None)
+    return found

@@ -1,0 +1,320 @@
+"""sonify serve: the stream (tokens, resuming, slow pages) and the page, in a real browser with real sound."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sonify
+from helpers import ROOT, decode_cells
+from helpers.audio import find_frames
+from helpers.browser import eval_no_gesture
+from sonify.serve import Server
+
+README_MEDIA = os.environ.get("SONIFY_README_MEDIA")  # set: the page's screenshot goes to docs/serve.png
+
+
+def write_log(path, rows, layers=("conv", "fc")):
+    path.write_text("step," + ",".join(layers) + "\n" + "".join(f"{i},{','.join(map(repr, r))}\n" for i, r in rows))
+
+
+def get(url, headers=None):
+    """(status, body) of a GET."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class Events:
+    """A page's view of the stream, without a browser: server-sent events read line by line."""
+
+    def __init__(self, server, last_id=None):
+        headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/events?token={server.token}", headers=headers)
+        self.response = urllib.request.urlopen(request, timeout=20)
+        self.last_id = last_id
+
+    def next(self):
+        """The next event: (id, name, data)."""
+        fields = {}
+        while True:
+            line = self.response.readline().decode()
+            assert line, "the stream ended"
+            line = line.rstrip("\n")
+            if not line:
+                if "event" in fields:
+                    self.last_id = int(fields["id"])
+                    return int(fields["id"]), fields["event"], json.loads(fields["data"])
+                fields = {}
+                continue
+            if not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+    def steps_until(self, count):
+        """Step numbers of "steps" events until ``count`` steps arrived."""
+        steps = []
+        while len(steps) < count:
+            _, name, data = self.next()
+            if name == "steps":
+                steps += data["steps"]
+        return steps
+
+    def close(self):
+        self.response.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A server following a log in tmp_path (rows appended by the test), on a free port."""
+    log = tmp_path / "run.norms.csv"
+    write_log(log, [(1, (0.5, 2.0))])
+    with Server(log, port=0, notice=lambda text: None) as server:
+        yield server, log
+
+
+def append(log, rows):
+    with open(log, "a") as file:
+        file.write("".join(f"{i},{','.join(map(repr, r))}\n" for i, r in rows))
+        file.flush()
+
+
+# -- the stream -------------------------------------------------------------------------------------
+
+
+def test_the_page_and_the_stream_need_the_token_and_nothing_else_is_served(served):
+    server, _ = served
+    base = f"http://127.0.0.1:{server.port}"
+    assert get(f"{base}/?token={server.token}")[0] == 200
+    for path in ("/", "/events", f"/?token={server.token[:-1]}x", "/?token=", "/../../etc/passwd"):
+        status, body = get(base + path)
+        assert status == 403 and b"token" in body, path
+    for path in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/web/app.js", "/sonify/serve.py", "//etc/passwd"):
+        assert get(f"{base}{path}?token={server.token}")[0] == 404, path  # a fixed table: no path reaches the disk
+    status, body = get(f"{base}/app.js")  # the page's own scripts are the package's files, the same for all
+    assert status == 200 and b"EventSource" in body
+    status, _ = get(f"{base}/?token={server.token}", headers={"X-Huge": "x" * 70_000})
+    assert status in (400, 431)  # oversized header: refused by the standard library's parser
+    page = get(f"{base}/?token={server.token}")[1]
+    assert b"<button" in page and b"Listen" in page
+
+
+def test_a_page_gets_the_run_then_each_row_as_a_score(served):
+    server, log = served
+    events = Events(server)
+    _, name, run = events.next()
+    assert name == "run" and run["layers"] == ["conv", "fc"] and run["instrument"]["tone_samples"] == 441
+    _, name, history = events.next()
+    assert name == "history" and history["steps"] == [1]  # the run so far, to draw, not to play
+    append(log, [(2, (0.0, 1e9)), (3, (float("nan"), 1.0))])
+    steps = []
+    while len(steps) < 2:
+        _, name, data = events.next()
+        if name == "steps":
+            steps += list(zip(data["steps"], data["kind"]))
+    kinds = sonify.ToneKind
+    assert steps == [(2, [kinds.ZERO, kinds.ABOVE]), (3, [kinds.ALARM, kinds.TONE])]
+    events.close()
+
+
+def test_reconnecting_with_last_event_id_loses_and_repeats_no_step(served):
+    server, log = served
+    events = Events(server)
+    append(log, [(step, (0.1 * step, 1.0)) for step in range(2, 40)])
+    first = events.steps_until(10)
+    events.close()  # the tunnel drops mid-run
+    append(log, [(step, (0.1 * step, 1.0)) for step in range(40, 80)])
+    again = Events(server, last_id=events.last_id)
+    rest = again.steps_until(78 - len(first))
+    assert first + rest == list(range(2, 80))  # every step once, in order
+    again.close()
+
+
+def test_a_page_that_never_reads_holds_up_neither_the_reader_nor_the_others(served):
+    server, log = served
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.sendall(f"GET /events?token={server.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
+    reader = Events(server)
+    wide = [(step, tuple(float(step) + k for k in range(2))) for step in range(2, 20_002)]  # megabytes of events
+    append(log, wide)
+    assert reader.steps_until(20_000) == list(range(2, 20_002))
+    deadline = time.monotonic() + 60
+    while server.steps < 20_001 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.steps == 20_001  # the reader went on
+    stalled.close()
+
+
+def test_bad_input_is_one_line_with_exit_2(tmp_path):
+    (tmp_path / "sound.wav").write_bytes(b"RIFF")
+    (tmp_path / "notes.csv").write_text("hello,world\n1,2\n")
+    log = tmp_path / "run.norms.csv"
+    write_log(log, [(1, (1.0, 1.0))])
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = [
+        ([str(tmp_path / "sound.wav")], "is an audio file"),
+        ([str(tmp_path / "notes.csv")], "is not a norm log"),
+        ([str(log), "--port", str(busy.getsockname()[1])], "is in use; give another with --port"),
+        ([str(log), "--norm-range", "auto"], "norm_range='auto'"),
+    ]
+    for args, message in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "sonify.cli", "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    busy.close()
+
+
+def test_the_command_prints_the_url_and_warns_when_reachable_from_elsewhere(tmp_path):
+    log = tmp_path / "run.norms.csv"
+    write_log(log, [(1, (1.0, 1.0))])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sonify.cli", "serve", str(log), "--port", "0", "--host", "0.0.0.0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("sonify serve: http://0.0.0.0:") and "/?token=" in line
+        url = line.split(": ", 1)[1].strip().replace("0.0.0.0", "127.0.0.1")
+        assert get(url)[0] == 200
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert "reachable from other machines" in stderr
+
+
+# -- the page, in chromium, with sound --------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    path, rows, pause, alarms = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), set(map(int, sys.argv[4].split(",")))
+    with open(path, "a") as log:
+        for step in range(1, rows + 1):
+            conv = "nan" if step in alarms else repr(0.05 * step)
+            log.write(f"{step},{conv},{2.0 + 0.1 * step!r}\\n"); log.flush()
+            time.sleep(pause)
+    """
+)
+
+
+def expected_frames(rows, alarms):
+    """What the page must play for rows 1 .. rows, one step at a time, as the server scores them."""
+    sounder = sonify.SoundSettings().sounder(2)
+    frames = []
+    for step in range(1, rows + 1):
+        norms = np.array([[np.nan if step in alarms else 0.05 * step, 2.0 + 0.1 * step]])
+        frames.append(sounder.samples(sounder.score(norms, np.zeros((1, 2), bool))))
+    return frames
+
+
+def test_the_page_is_silent_until_listen_then_plays_each_row_as_it_is_written(browser, sound_server, served):
+    server, log = served
+    page = browser.new_page()
+    page.goto(server.url)
+    # Under the default autoplay policy, and before any gesture (read without granting one):
+    deadline = time.monotonic() + 30
+    while eval_no_gesture(page, "window.sonify ? window.sonify.state.run : 0") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert eval_no_gesture(page, "window.sonify.context.state") == "suspended"
+    rows, alarms = 40, {12, 30}
+    with sound_server.capture() as silent:
+        append(log, [(2, (0.1, 2.2))])
+        deadline = time.monotonic() + 30
+        while eval_no_gesture(page, "window.sonify.state.received") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not np.any(silent.samples), "the page made sound before Listen"
+    write_log(log, [])  # the log started over by a new run (its header only, so far): a new run for the page
+    wait_in_page(page, "window.sonify.state.run === 2")
+    page.click("#listen")
+    wait_in_page(page, "window.sonify.context.state === 'running'")
+    with sound_server.capture() as recording:
+        writer = subprocess.run(
+            [sys.executable, "-c", WRITER, str(log), str(rows), "0.1", ",".join(map(str, alarms))], timeout=120
+        )
+        assert writer.returncode == 0
+        wait_in_page(page, f"window.sonify.state.received >= {rows}")
+        wait_in_page(page, f"window.sonify.state.played + window.sonify.state.skipped >= {rows}")
+        time.sleep(0.6)  # the last scheduled steps play out (the page's lead plus Chromium's output buffer)
+    counts = page.evaluate("window.sonify.counts()")
+    assert counts["receivedSteps"][-rows:] == list(range(1, rows + 1)) and counts["skipped"] == 0  # slower than sound
+    assert counts["heard"][-rows:] == list(range(1, rows + 1)) and counts["alarmsPlayed"] == len(alarms)
+    frames = expected_frames(rows, alarms)
+    found = find_frames(recording.samples, frames)
+    heard = [step for step, place in zip(range(1, rows + 1), found) if place is not None]
+    print(f"heard {len(heard)} of {rows} rows in the recording")
+    assert len(heard) >= 0.9 * rows, f"heard {len(heard)} of {rows} rows (a dropout may lose some, never order)"
+    assert alarms <= set(heard)  # every alarm
+    places = [place for place in found if place is not None]
+    assert places == sorted(places)
+    if README_MEDIA:
+        page.set_viewport_size({"width": 1000, "height": 560})
+        page.screenshot(path=str(Path(README_MEDIA) / "serve.png"))
+    page.close()
+
+
+def test_the_pages_synthesizer_renders_exactly_what_sonify_render_does(browser, served, tmp_path):
+    server, _ = served
+    rng = np.random.default_rng(3)
+    norms = 10 ** rng.uniform(-3, 3, (40, 2))
+    norms[[5, 6], 0], norms[8, 1], norms[12, 0], norms[20, 1] = 0.0, 1e20, np.nan, 1e-9
+    norms[30, 1] *= 1e3  # a spike
+    missing = np.zeros(norms.shape, bool)
+    missing[25, 0] = True
+    norms[25, 0] = np.nan
+    log = sonify.NormLog.from_array(norms, ["conv", "fc"])
+    log.missing[:] = missing
+    sonify.render(log, tmp_path / "python.wav")
+    expected, _ = sonify_read(tmp_path / "python.wav")
+    score = sonify.SoundSettings().sounder(2).score(norms, missing)
+    data = score.as_dict()
+    rows = [{"frequency": f, "gain": g, "kind": k} for f, g, k in zip(data["frequency"], data["gain"], data["kind"])]
+    page = browser.new_page()
+    page.goto(server.url)
+    wait_in_page(page, "window.sonify.state.instrument !== null")
+    channels = page.evaluate("async (rows) => window.sonify.renderOffline(window.sonify.state.instrument, rows)", rows)
+    page.close()
+    rendered = np.array(channels[0], dtype=np.float32)
+    assert rendered.shape == expected.shape
+    assert np.max(np.abs(rendered - expected)) < 1e-4  # the same samples, so the same onsets to the sample
+    synth = sonify.SoundSettings().synthesizer(2)
+    page_states, page_freqs = decode_cells(rendered, synth)
+    python_states, python_freqs = decode_cells(expected, synth)
+    assert page_states.tolist() == python_states.tolist()  # every state's cue in the same cells
+    assert {"ZERO", "ABOVE", "BELOW", "ALARM", "REST", "ACCENT", "TONE"} <= set(page_states.ravel())
+    pitched = ~np.isnan(python_freqs)
+    cents = 1200 * np.abs(np.log2(page_freqs[pitched] / python_freqs[pitched]))
+    assert cents.max() < 1.0
+
+
+def wait_in_page(page, expression, timeout=30.0):
+    """Until ``expression`` is true in the page (Playwright's wait_for_function evaluates strings, which the
+    page's Content-Security-Policy forbids; a function call is not)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"never true in the page: {expression}"
+        time.sleep(0.05)
+
+
+def sonify_read(path):
+    import soundfile
+
+    return soundfile.read(path, dtype="float32")
