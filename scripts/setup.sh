@@ -3,7 +3,9 @@
 #   bash scripts/setup.sh
 # - apt: PortAudio (the library behind sounddevice, for live audio), and for the
 #        live-audio tests a headless sound server: PulseAudio with its ALSA plugin
-#        (the tests start a private server with a virtual speaker themselves)
+#        (the tests start a private server with a virtual speaker themselves);
+#        for the tests of `sonify serve`'s page, Debian's chromium (driven by Playwright,
+#        which never downloads a browser here)
 # - pip: torch FIRST (an already-satisfied pin never pulls another, multi-GB build),
 #        the torchvision release that matches it, then sonify with its dev extras.
 set -euo pipefail
@@ -11,6 +13,8 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=${SONIFY_TORCH_VERSION:-2.13.0}
 APT_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
+# chromium with its recommended packages (fonts among them): the way ../shared/tools/browser measured it.
+BROWSER_PACKAGES=(chromium)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -19,6 +23,8 @@ if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+    echo "[setup] apt: ${BROWSER_PACKAGES[*]} (for the browser tests)"
+    $SUDO apt-get install -y -qq "${BROWSER_PACKAGES[@]}" >/dev/null
 else
     echo "[setup] no apt-get: install PortAudio with your package manager (e.g. brew install portaudio)" >&2
 fi

@@ -24,6 +24,7 @@ from helpers import ROOT
         "bench_disk.py",
         "bench_tb_follow.py",
         "bench_deepspeed.py",
+        "bench_serve.py",
     ],
 )
 def test_benchmark_runs_in_smoke_mode(script, sound_server, torchvision_env):

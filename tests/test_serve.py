@@ -207,8 +207,9 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     path, rows, pause, alarms = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), set(map(int, sys.argv[4].split(",")))
+    first = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     with open(path, "a") as log:
-        for step in range(1, rows + 1):
+        for step in range(first, first + rows):
             conv = "nan" if step in alarms else repr(0.05 * step)
             log.write(f"{step},{conv},{2.0 + 0.1 * step!r}\\n"); log.flush()
             time.sleep(pause)
@@ -266,7 +267,7 @@ def test_the_page_is_silent_until_listen_then_plays_each_row_as_it_is_written(br
     places = [place for place in found if place is not None]
     assert places == sorted(places)
     if README_MEDIA:
-        page.set_viewport_size({"width": 1000, "height": 560})
+        page.set_viewport_size({"width": 1000, "height": 500})
         page.screenshot(path=str(Path(README_MEDIA) / "serve.png"))
     page.close()
 
@@ -318,3 +319,49 @@ def sonify_read(path):
     import soundfile
 
     return soundfile.read(path, dtype="float32")
+
+
+def test_a_writer_faster_than_the_sound_is_heard_newest_first_with_every_alarm(browser, sound_server, served):
+    server, log = served
+    page = browser.new_page()
+    page.goto(server.url)
+    wait_in_page(page, "window.sonify.state.run === 1")
+    page.click("#listen")
+    wait_in_page(page, "window.sonify.context.state === 'running'")
+    rows, alarms = 1500, {300, 301, 900, 1400}
+    before = page.evaluate("window.sonify.counts()")
+    writer = subprocess.run(
+        [sys.executable, "-c", WRITER, str(log), str(rows), "0.001", ",".join(map(str, alarms)), "2"], timeout=120
+    )
+    assert writer.returncode == 0
+    wait_in_page(page, f"window.sonify.state.received >= {before['received'] + rows}")
+    wait_in_page(page, f"window.sonify.state.played + window.sonify.state.skipped >= {before['received'] + rows}")
+    counts = page.evaluate("window.sonify.counts()")
+    played, skipped = counts["played"] - before["played"], counts["skipped"] - before["skipped"]
+    assert played + skipped == rows and skipped > 0.5 * rows  # 1,000 rows a second: most are skipped ...
+    assert counts["alarmsPlayed"] - before["alarmsPlayed"] >= len(alarms) - 1  # ... never an alarm (300 and 301
+    # may be carried by one played step)
+    heard = counts["heard"][-played:]
+    assert heard == sorted(heard) and heard[-1] == rows + 1  # in order, up to the newest
+    assert "skipped" in counts["status"]
+    page.close()
+
+
+def test_a_folder_of_runs_is_followed_newest_first_and_a_new_run_is_picked_up(tmp_path):
+    older, newer = tmp_path / "a.norms.csv", tmp_path / "b.norms.csv"
+    write_log(older, [(1, (1.0, 1.0))])
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    write_log(newer, [(1, (2.0, 2.0)), (2, (3.0, 3.0))])
+    with Server(tmp_path, port=0, notice=lambda text: None) as server:
+        events = Events(server)
+        _, name, run = events.next()
+        assert name == "run" and run["runs"] == ["a.norms.csv", "b.norms.csv"] and run["current"] == "b.norms.csv"
+        assert events.next()[2]["steps"] in ([1, 2], [])  # its rows so far, to draw
+        write_log(tmp_path / "c.norms.csv", [(1, (5.0, 5.0))])  # a new run starts writing in the folder
+        seen = {}
+        while "run" not in seen or seen["run"]["run"] < 2:
+            _, name, data = events.next()
+            seen[name] = data
+        assert seen["run"]["current"] == "c.norms.csv" and "c.norms.csv" in seen["run"]["runs"]
+        assert "a new run" in seen["status"]["text"]
+        events.close()

@@ -26,6 +26,7 @@ const state = {
   played: 0,
   skipped: 0,
   heard: [], // steps played, in order (for tests: the page's own account)
+  playedRows: [], // the newest rows as played (skipped steps folded in), for benchmarks to compare with the sound
   receivedSteps: [],
   alarmsReceived: 0,
   alarmsPlayed: 0,
@@ -116,6 +117,7 @@ function receive(data) {
     const row = { step, frequency: data.frequency[i], gain: data.gain[i], kind: data.kind[i] };
     state.received += 1;
     state.receivedSteps.push(step);
+    if (state.receivedSteps.length > 200000) state.receivedSteps.splice(0, 100000);
     if (row.kind.includes(ALARM)) state.alarmsReceived += 1;
     remember(step, data.norms[i], data.kind[i]);
     if (context.state === "running") state.queue.push(row);
@@ -164,10 +166,15 @@ function play(row) {
   const source = context.createBufferSource();
   source.buffer = buffer;
   source.connect(master);
-  source.start(state.nextTime);
-  state.nextTime += buffer.duration;
+  // On the sample grid: a start between two samples is played interpolated, which alters every sample.
+  const frame = Math.round(state.nextTime * context.sampleRate);
+  source.start(frame / context.sampleRate);
+  state.nextTime = (frame + buffer.length) / context.sampleRate;
   state.played += 1;
   state.heard.push(row.step);
+  state.playedRows.push(row);
+  if (state.playedRows.length > 20000) state.playedRows.splice(0, 10000);
+  if (state.heard.length > 200000) state.heard.splice(0, 100000);
   if (row.kind.includes(ALARM)) state.alarmsPlayed += 1;
 }
 
