@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import machine, parse_args, table
 
 import sonify
-from sonify.serve import Server
 from helpers.audio import find_frames
 from helpers.browser import launch_chromium
 from helpers.virtual_audio import SoundServer
+from sonify.serve import Server
 
 ROOT = Path(__file__).parents[1]
 
@@ -193,8 +193,15 @@ def main():
     print(
         table(
             ["latency: row appended -> its first sample recorded", "rows found", "median", "p95", "max"],
-            [["one page", f"{len(delays)} of {latency_rows}", f"{np.median(ms):.0f} ms",
-              f"{np.percentile(ms, 95):.0f} ms", f"{ms.max():.0f} ms"]],  # fmt: skip
+            [
+                [
+                    "one page",
+                    f"{len(delays)} of {latency_rows}",
+                    f"{np.median(ms):.0f} ms",
+                    f"{np.percentile(ms, 95):.0f} ms",
+                    f"{ms.max():.0f} ms",
+                ]
+            ],
         )
     )
     print()
@@ -202,8 +209,13 @@ def main():
     for index, count in enumerate(counts):
         share = count["skipped"] / max(1, count["received"])
         rows.append(
-            [f"page {index + 1}" + (" (heard)" if index == 0 else " (muted)"), count["received"], count["played"],
-             f"{count['skipped']} ({share:.0%})", f"{count['alarmsPlayed']} of {alarms} rows with NaN"]  # fmt: skip
+            [
+                f"page {index + 1}" + (" (heard)" if index == 0 else " (muted)"),
+                count["received"],
+                count["played"],
+                f"{count['skipped']} ({share:.0%})",
+                f"{count['alarmsPlayed']} of {alarms} rows with NaN",
+            ]
         )
     print(f"load: 1,000 rows/s for {seconds:g} s, 5 pages")
     print(table(["page", "received", "played", "skipped", "alarms played"], rows))
