@@ -65,7 +65,7 @@ __all__ = ["DEFAULT_PORT", "Server"]
 
 DEFAULT_PORT = 6007
 #: Events of the current run kept for pages that connect or reconnect (a step's event is one batch of rows).
-HISTORY_EVENTS = 20_000
+HISTORY_EVENTS = 5_000
 #: Rows of the current run a new page gets to draw (not to play): the newest ones.
 HISTORY_ROWS = 5_000
 #: Rows gathered into one event at most (a burst is sent in pieces of this many).
@@ -121,8 +121,9 @@ class _Hub:
         """The bytes a page gets: what it missed (or the run so far, to draw), then each event as it comes."""
         with self._changed:
             first = [self.run] if self.run else []
-            if last_id is None or self.run is None or last_id < self.run[0]:
-                # A new page, or one whose run has ended: the run, its rows so far to draw, the status.
+            if last_id is None or self.run is None or not self.run[0] <= last_id < self._next_id:
+                # A new page, one whose run has ended, or one from before this server started: the run, its
+                # rows so far to draw, the status.
                 position = self._next_id - 1
                 backlog = [*first, self._history(position)] if self.run else []
                 if self.status and (not self.run or self.status[0] > self.run[0]):

@@ -375,6 +375,8 @@ TENSORBOARD_RHYTHMS = textwrap.dedent(
     with SummaryWriter(folder) as writer:  # run 2 in the same folder: steps start again at 1
         for step in range(1, 6):
             time.sleep(1.5 if step == 5 else 0.1)  # the last step well after the others: a sound of its own
+            if step == 5:
+                print(time.perf_counter(), flush=True)  # the system's monotonic clock, the test's too
             writer.add_scalar("grad_2.0_norm/conv.weight", 0.25, step)
             writer.add_scalar("grad_2.0_norm/fc.weight", 1.0, step)
             writer.flush()
@@ -386,8 +388,11 @@ def test_tensorboard_follow_hears_late_layers_and_a_second_run_in_the_folder(sou
     runs = tmp_path / "runs" / "exp"
     with sound_server.capture() as recording:
         follower = start_sonify("play", "--follow", str(runs))
-        writer = subprocess.run([sys.executable, "-c", TENSORBOARD_RHYTHMS, str(runs)], timeout=120)
-        assert writer.returncode == 0
+        writer = subprocess.run(
+            [sys.executable, "-c", TENSORBOARD_RHYTHMS, str(runs)], timeout=120, capture_output=True, text=True
+        )
+        assert writer.returncode == 0, writer.stderr
+        last_written = float(writer.stdout.split()[-1])
         steps = np.arange(1, 13)
         first = np.stack([0.5 + 0.01 * steps[:6]], 1).astype(np.float32).astype(float)
         later = np.stack([0.5 + 0.01 * steps[6:], 2.0 + 0.02 * steps[6:]], 1).astype(np.float32).astype(float)
@@ -395,13 +400,13 @@ def test_tensorboard_follow_hears_late_layers_and_a_second_run_in_the_folder(sou
         deadline = time.monotonic() + 30
         while True:  # until run 1 has been heard, every step in order
             try:
-                starts = frames_played(recording.samples, expected)
+                frames_played(recording.samples, expected)
                 break
             except AssertionError:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-        end = starts[-1] + len(expected[-1])
-        while sounds(recording.samples[end:]) < 2:  # then run 2: its first steps, and its last on its own
+        # Then run 2, until its last step, written well after the others, has been heard.
+        while not any(when > last_written and np.frombuffer(chunk, np.float32).any() for when, chunk in recording.chunks):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         stdout, stderr = stop(follower)
@@ -445,3 +450,15 @@ def test_follow_plays_every_new_cue(sound_server, tmp_path, mapping):
     assert states[4, 1] == "ABOVE" and states[6, 1] == "BELOW"
     assert states[8, 2] == "ALARM" and states[10, 2] == "REST"
     assert set(states[[0, 1, 2, 3, 5, 7, 9, 11], 1].tolist()) == {"TONE"}
+
+
+def test_a_folder_of_norm_logs_is_a_folder_of_runs_not_a_tensorboard_run(tmp_path):
+    from sonify.sources import SourceKind, source_kind
+
+    assert source_kind(tmp_path) is SourceKind.TENSORBOARD  # empty: a run folder training has not filled yet
+    (tmp_path / "a.norms.csv").write_text("step,fc\n1,1.0\n")
+    assert source_kind(tmp_path) is SourceKind.RUNS
+    with pytest.raises(sonify.SonifyError, match="folder of norm logs"):
+        sonify.load_norms(tmp_path)
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"")
+    assert source_kind(tmp_path) is SourceKind.TENSORBOARD  # TensorBoard's events decide

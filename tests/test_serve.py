@@ -34,6 +34,8 @@ def get(url, headers=None):
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+    except (ConnectionError, urllib.error.URLError):  # refused before the request was all sent: a reset
+        return 0, b""
 
 
 class Events:
@@ -105,7 +107,8 @@ def test_the_page_and_the_stream_need_the_token_and_nothing_else_is_served(serve
     status, body = get(f"{base}/app.js")  # the page's own scripts are the package's files, the same for all
     assert status == 200 and b"EventSource" in body
     status, _ = get(f"{base}/?token={server.token}", headers={"X-Huge": "x" * 70_000})
-    assert status in (400, 431)  # oversized header: refused by the standard library's parser
+    assert status in (400, 431, 0)  # oversized header: refused by the standard library's parser (0: the
+    # connection was reset while the header was still being sent)
     page = get(f"{base}/?token={server.token}")[1]
     assert b"<button" in page and b"Listen" in page
 
