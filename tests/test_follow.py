@@ -406,7 +406,9 @@ def test_tensorboard_follow_hears_late_layers_and_a_second_run_in_the_folder(sou
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         # Then run 2, until its last step, written well after the others, has been heard.
-        while not any(when > last_written and np.frombuffer(chunk, np.float32).any() for when, chunk in recording.chunks):
+        while not any(
+            when > last_written and np.frombuffer(chunk, np.float32).any() for when, chunk in recording.chunks
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         stdout, stderr = stop(follower)
