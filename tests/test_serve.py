@@ -83,7 +83,16 @@ def served(tmp_path):
     log = tmp_path / "run.norms.csv"
     write_log(log, [(1, (0.5, 2.0))])
     with Server(log, port=0, notice=lambda text: None) as server:
+        wait_for_steps(server, 1)  # row 1 read: a page that connects now gets it as the run so far
         yield server, log
+
+
+def wait_for_steps(server, count, timeout=60.0):
+    """Until the server has read ``count`` rows."""
+    deadline = time.monotonic() + timeout
+    while server.steps < count:
+        assert time.monotonic() < deadline, f"the server read {server.steps} rows, not {count}"
+        time.sleep(0.02)
 
 
 def append(log, rows):
@@ -153,10 +162,7 @@ def test_a_page_that_never_reads_holds_up_neither_the_reader_nor_the_others(serv
     wide = [(step, tuple(float(step) + k for k in range(2))) for step in range(2, 20_002)]  # megabytes of events
     append(log, wide)
     assert reader.steps_until(20_000) == list(range(2, 20_002))
-    deadline = time.monotonic() + 60
-    while server.steps < 20_001 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.steps == 20_001  # the reader went on
+    wait_for_steps(server, 20_001)  # the reader went on
     stalled.close()
 
 
@@ -168,7 +174,12 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(tmp_path / "tb") as writer:  # a TensorBoard run without gradient norms
+        writer.add_scalar("loss", 1.0, 1)
     cases = [
+        ([str(tmp_path / "tb")], "no scalar tag matches"),
         ([str(tmp_path / "sound.wav")], "is an audio file"),
         ([str(tmp_path / "notes.csv")], "is not a norm log"),
         ([str(log), "--port", str(busy.getsockname()[1])], "is in use; give another with --port"),
@@ -356,10 +367,11 @@ def test_a_folder_of_runs_is_followed_newest_first_and_a_new_run_is_picked_up(tm
     os.utime(older, (time.time() - 60, time.time() - 60))
     write_log(newer, [(1, (2.0, 2.0)), (2, (3.0, 3.0))])
     with Server(tmp_path, port=0, notice=lambda text: None) as server:
+        wait_for_steps(server, 2)
         events = Events(server)
         _, name, run = events.next()
         assert name == "run" and run["runs"] == ["a.norms.csv", "b.norms.csv"] and run["current"] == "b.norms.csv"
-        assert events.next()[2]["steps"] in ([1, 2], [])  # its rows so far, to draw
+        assert events.next()[2]["steps"] == [1, 2]  # its rows so far, to draw
         write_log(tmp_path / "c.norms.csv", [(1, (5.0, 5.0))])  # a new run starts writing in the folder
         seen = {}
         while "run" not in seen or seen["run"]["run"] < 2:
