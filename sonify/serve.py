@@ -97,6 +97,7 @@ class _Hub:
         self.rows: deque[tuple[int, list, list]] = deque(maxlen=HISTORY_ROWS)  # (step, norms, kinds) to draw
         self.status: tuple[int, str, str] | None = None
         self.closed = False
+        self._generation = 0  # streams started before a cut() end
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
         with self._changed:
@@ -117,9 +118,16 @@ class _Hub:
             self.closed = True
             self._changed.notify_all()
 
+    def cut(self) -> None:
+        """End every page's stream now, as a dropped tunnel would (their browsers reconnect and resume)."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
     def stream(self, last_id: int | None) -> Iterator[bytes]:
         """The bytes a page gets: what it missed (or the run so far, to draw), then each event as it comes."""
         with self._changed:
+            generation = self._generation
             first = [self.run] if self.run else []
             if last_id is None or self.run is None or not self.run[0] <= last_id < self._next_id:
                 # A new page, one whose run has ended, or one from before this server started: the run, its
@@ -138,8 +146,8 @@ class _Hub:
             yield _sse(*event)
         while True:
             with self._changed:
-                self._changed.wait_for(functools.partial(self._news_after, position), KEEPALIVE_SECONDS)
-                if self.closed:
+                self._changed.wait_for(functools.partial(self._news_after, position, generation), KEEPALIVE_SECONDS)
+                if self.closed or generation != self._generation:
                     return
                 news = [event for event in self._events if event[0] > position]
                 position = self._next_id - 1
@@ -148,8 +156,8 @@ class _Hub:
             for event in news:
                 yield _sse(*event)
 
-    def _news_after(self, position: int) -> bool:
-        return self.closed or self._next_id - 1 > position
+    def _news_after(self, position: int, generation: int) -> bool:
+        return self.closed or generation != self._generation or self._next_id - 1 > position
 
     def _history(self, position: int) -> tuple[int, str, str]:
         steps, norms, kinds = zip(*self.rows) if self.rows else ((), (), ())
@@ -366,6 +374,10 @@ class Server:
     def steps(self) -> int:
         """Steps read so far."""
         return self._reader.steps
+
+    def drop_pages(self) -> None:
+        """Close every page's stream (their browsers reconnect within a second and resume where they were)."""
+        self._hub.cut()
 
     def start(self) -> Server:
         """Serve on a background thread (returns at once)."""

@@ -380,3 +380,22 @@ def test_a_folder_of_runs_is_followed_newest_first_and_a_new_run_is_picked_up(tm
         assert seen["run"]["current"] == "c.norms.csv" and "c.norms.csv" in seen["run"]["runs"]
         assert "a new run" in seen["status"]["text"]
         events.close()
+
+
+def test_a_page_whose_stream_drops_reconnects_and_resumes_with_no_step_lost_or_repeated(browser, served):
+    server, log = served
+    page = browser.new_page()
+    page.goto(server.url)
+    wait_in_page(page, "window.sonify.state.run === 1")
+    append(log, [(step, (0.1 * step, 1.0)) for step in range(2, 30)])
+    wait_in_page(page, "window.sonify.state.received >= 28")
+    server.drop_pages()  # the tunnel drops
+    wait_in_page(page, "document.getElementById('status').textContent.includes('reconnecting')")
+    append(log, [(step, (0.1 * step, 1.0)) for step in range(30, 60)])  # rows written while it is away
+    wait_in_page(page, "window.sonify.state.received >= 58")
+    append(log, [(60, (6.0, 1.0))])
+    wait_in_page(page, "window.sonify.state.received >= 59")
+    counts = page.evaluate("window.sonify.counts()")
+    assert counts["receivedSteps"] == list(range(2, 61))  # every step once, in order, across the drop
+    assert "reconnecting" not in counts["status"]
+    page.close()
