@@ -138,11 +138,7 @@ def live_session(server, seconds, workdir):
 
 def sound_server() -> SoundServer:
     """The tests' private PulseAudio server: the one running (PULSE_SERVER set), or a new one of ours."""
-    if "PULSE_SERVER" in os.environ:
-        return SoundServer.existing()
-    server = SoundServer(Path(tempfile.mkdtemp(prefix="sonify-bench-")))
-    os.environ.update(server.env)
-    return server
+    return SoundServer.running_or_new()
 
 
 def main():

@@ -16,7 +16,6 @@ Debian's chromium (Playwright), playing into the tests' private PulseAudio serve
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,11 +39,8 @@ ROOT = Path(__file__).parents[1]
 
 
 def sound_server() -> SoundServer:
-    if "PULSE_SERVER" in os.environ:
-        return SoundServer.existing()
-    server = SoundServer(Path(tempfile.mkdtemp(prefix="sonify-bench-")))
-    os.environ.update(server.env)
-    return server
+    """The tests' private PulseAudio server: the one running (PULSE_SERVER set), or a new one of ours."""
+    return SoundServer.running_or_new()
 
 
 def wait_in_page(page, expression, timeout=60.0):
