@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import machine, parse_args, table
 
 import sonify
-from helpers.audio import find_frames
+from helpers.audio import find_frames, frames_of_rows
 from helpers.browser import launch_chromium
 from helpers.virtual_audio import SoundServer
 from sonify.serve import Server
@@ -66,29 +66,6 @@ def write_rows(log: Path, first: int, count: int, rate: float, appended: dict[in
                 time.sleep(delay)
 
 
-def frames_of(rows: list[dict], sound: sonify.SoundSettings) -> list[np.ndarray]:
-    """The samples the page made for the rows it played, by Python's synthesizer (phases continue)."""
-    synth = sound.synthesizer(2)
-    frames = []
-    for row in rows:
-        score = sonify.Score.from_dict(
-            {
-                "steps": [row["step"]],
-                "start": [[0.0, 0.0]],
-                "duration": [[0.01, 0.01]],
-                "frequency": [[np.nan if f is None else f for f in row["frequency"]]],
-                "gain": [row["gain"]],
-                "kind": [row["kind"]],
-                "tone_duration": 0.01,
-                "gap": 0.02,
-                "mode": "sequence",
-                "amplitude": sound.amplitude,
-            }
-        )
-        frames.append(synth.fill(synth.plan_score(score)))
-    return frames
-
-
 def latency(browser, recorder: SoundServer, rows: int) -> list[float]:
     folder = Path(tempfile.mkdtemp(prefix="sonify-serve-bench-"))
     log = folder / "run.norms.csv"
@@ -106,7 +83,7 @@ def latency(browser, recorder: SoundServer, rows: int) -> list[float]:
             time.sleep(0.6)
         played = page.evaluate("window.sonify.state.playedRows")
         page.close()
-    frames = frames_of(played, sonify.SoundSettings())
+    frames = frames_of_rows(played, sonify.SoundSettings())
     found = find_frames(recording.samples, frames)
     delays = []
     for row, frame, place in zip(played, frames, found):
@@ -167,7 +144,7 @@ def load(browser, recorder: SoundServer, seconds: float, pages: int = 5, rate: f
     finally:
         server.terminate()
         server.communicate(timeout=30)
-    frames = frames_of(played_rows, sonify.SoundSettings())
+    frames = frames_of_rows(played_rows, sonify.SoundSettings())
     found = find_frames(recording.samples, frames)
     alarms = rows // 500
     return memory, counts, alarms, sum(place is not None for place in found), len(found)

@@ -16,7 +16,7 @@ import pytest
 
 import sonify
 from helpers import ROOT, decode_cells
-from helpers.audio import find_frames
+from helpers.audio import find_frames, frames_of_rows
 from helpers.browser import eval_no_gesture
 from sonify.serve import Server
 
@@ -231,16 +231,6 @@ WRITER = textwrap.dedent(
 )
 
 
-def expected_frames(rows, alarms):
-    """What the page must play for rows 1 .. rows, one step at a time, as the server scores them."""
-    sounder = sonify.SoundSettings().sounder(2)
-    frames = []
-    for step in range(1, rows + 1):
-        norms = np.array([[np.nan if step in alarms else 0.05 * step, 2.0 + 0.1 * step]])
-        frames.append(sounder.samples(sounder.score(norms, np.zeros((1, 2), bool))))
-    return frames
-
-
 def test_the_page_is_silent_until_listen_then_plays_each_row_as_it_is_written(browser, sound_server, served):
     server, log = served
     page = browser.new_page()
@@ -257,6 +247,7 @@ def test_the_page_is_silent_until_listen_then_plays_each_row_as_it_is_written(br
         while eval_no_gesture(page, "window.sonify.state.received") < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
     assert not np.any(silent.samples), "the page made sound before Listen"
+    assert eval_no_gesture(page, "window.sonify.state.played") == 0
     write_log(log, [])  # the log started over by a new run (its header only, so far): a new run for the page
     wait_in_page(page, "window.sonify.state.run === 2")
     page.click("#listen")
@@ -270,14 +261,20 @@ def test_the_page_is_silent_until_listen_then_plays_each_row_as_it_is_written(br
         wait_in_page(page, f"window.sonify.state.played + window.sonify.state.skipped >= {rows}")
         time.sleep(0.6)  # the last scheduled steps play out (the page's lead plus Chromium's output buffer)
     counts = page.evaluate("window.sonify.counts()")
-    assert counts["receivedSteps"][-rows:] == list(range(1, rows + 1)) and counts["skipped"] == 0  # slower than sound
-    assert counts["heard"][-rows:] == list(range(1, rows + 1)) and counts["alarmsPlayed"] == len(alarms)
-    frames = expected_frames(rows, alarms)
-    found = find_frames(recording.samples, frames)
-    heard = [step for step, place in zip(range(1, rows + 1), found) if place is not None]
+    assert counts["receivedSteps"][-rows:] == list(range(1, rows + 1))
+    # Slower than the sound: every row is played, but for two that a loaded machine delivers at once while
+    # sound is still waiting (the page then keeps the newest, as play --follow does).
+    assert counts["skipped"] <= rows // 10 and counts["alarmsPlayed"] == len(alarms)
+    played = counts["heard"]  # all of run 2's: nothing was played before Listen
+    assert played == sorted(played) and len(played) >= 0.9 * rows
+    played_rows = page.evaluate("window.sonify.state.playedRows")
+    assert [row["step"] for row in played_rows] == played and played[-1] == rows  # up to the last row
+    found = find_frames(recording.samples, frames_of_rows(played_rows, sonify.SoundSettings()))
+    heard = [row["step"] for row, place in zip(played_rows, found) if place is not None]
     print(f"heard {len(heard)} of {rows} rows in the recording")
     assert len(heard) >= 0.9 * rows, f"heard {len(heard)} of {rows} rows (a dropout may lose some, never order)"
-    assert alarms <= set(heard)  # every alarm
+    carried = {row["step"] for row, place in zip(played_rows, found) if place is not None and 2 in row["kind"]}
+    assert len(carried) == len(alarms)  # every alarm heard (in its own step, or carried by the next one played)
     places = [place for place in found if place is not None]
     assert places == sorted(places)
     if README_MEDIA:
@@ -390,7 +387,7 @@ def test_a_page_whose_stream_drops_reconnects_and_resumes_with_no_step_lost_or_r
     append(log, [(step, (0.1 * step, 1.0)) for step in range(2, 30)])
     wait_in_page(page, "window.sonify.state.received >= 28")
     server.drop_pages()  # the tunnel drops
-    wait_in_page(page, "document.getElementById('status').textContent.includes('reconnecting')")
+    wait_in_page(page, "window.sonify.state.disconnects >= 1")
     append(log, [(step, (0.1 * step, 1.0)) for step in range(30, 60)])  # rows written while it is away
     wait_in_page(page, "window.sonify.state.received >= 58")
     append(log, [(60, (6.0, 1.0))])

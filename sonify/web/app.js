@@ -30,6 +30,7 @@ const state = {
   receivedSteps: [],
   alarmsReceived: 0,
   alarmsPlayed: 0,
+  disconnects: 0, // times the stream dropped (the browser reconnects by itself)
   curves: [], // {step, norms, kind}
   lastStep: null,
   serverStatus: { state: "connecting", text: "connecting" },
@@ -71,6 +72,7 @@ events.addEventListener("open", () => {
   render();
 });
 events.addEventListener("error", () => {
+  state.disconnects += 1;
   state.serverStatus = { state: "disconnected", text: "disconnected: reconnecting" };
   render();
 });
@@ -145,7 +147,8 @@ function schedule() {
   const ahead = state.nextTime - now;
   if (ahead > LEAD + 2 * stepDuration) return; // enough is queued: decide when it has played
   const waiting = state.queue.splice(0);
-  const room = Math.max(state.burstInterval, 2 * stepDuration) - ahead;
+  // Sound already waiting to play (the lead aside) counts against the time until the next burst is due.
+  const room = Math.max(state.burstInterval, 2 * stepDuration) - (ahead - LEAD);
   const keep = Math.min(waiting.length, Math.max(1, Math.floor(room / stepDuration)));
   const skipped = waiting.length - keep;
   const played = skipped ? [newestKeepingAlarms(waiting.slice(0, skipped + 1)), ...waiting.slice(skipped + 1)]

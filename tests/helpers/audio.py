@@ -217,3 +217,30 @@ def find_frames(captured: np.ndarray, frames: list[np.ndarray], atol: float = 1e
         else:
             found.append(None)
     return found
+
+
+def frames_of_rows(rows: list[dict], sound) -> list[np.ndarray]:
+    """The samples of the rows a page played (its ``state.playedRows``: frequency, gain, kind per voice), by
+    Python's synthesizer, phases continuing from row to row as the page's do."""
+    import sonify
+
+    voices = len(rows[0]["kind"]) if rows else 1
+    synth = sound.synthesizer(voices)
+    frames = []
+    for row in rows:
+        score = sonify.Score.from_dict(
+            {
+                "steps": [row["step"]],
+                "start": [[0.0] * voices],
+                "duration": [[sound.tone_duration] * voices],
+                "frequency": [[np.nan if f is None else f for f in row["frequency"]]],
+                "gain": [row["gain"]],
+                "kind": [row["kind"]],
+                "tone_duration": sound.tone_duration,
+                "gap": synth.gap_samples / synth.sample_rate,
+                "mode": sound.mode,
+                "amplitude": sound.amplitude,
+            }
+        )
+        frames.append(synth.fill(synth.plan_score(score)))
+    return frames
