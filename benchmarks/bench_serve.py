@@ -152,14 +152,14 @@ def load(browser, recorder: SoundServer, seconds: float, pages: int = 5, rate: f
 
 def main():
     args = parse_args(__doc__)
-    latency_rows, seconds = (6, 2.0) if args.smoke else (40, 60.0)
+    latency_rows, seconds, pages = (3, 1.0, 2) if args.smoke else (40, 60.0, 5)
     from playwright.sync_api import sync_playwright
 
     recorder = sound_server()
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, recorder.env)
         delays = latency(browser, recorder, latency_rows)
-        memory, counts, alarms, found, played = load(browser, recorder, seconds)
+        memory, counts, alarms, found, played = load(browser, recorder, seconds, pages)
         browser.close()
     print(f"sonify serve in chromium, {machine()}")
     ms = np.array(delays) * 1000
@@ -190,7 +190,7 @@ def main():
                 f"{count['alarmsPlayed']} of {alarms} rows with NaN",
             ]
         )
-    print(f"load: 1,000 rows/s for {seconds:g} s, 5 pages")
+    print(f"load: 1,000 rows/s for {seconds:g} s, {pages} pages")
     print(table(["page", "received", "played", "skipped", "alarms played"], rows))
     print(
         f"server resident memory: {memory[0]:.0f} MB at the start, {max(memory):.0f} MB at most, {memory[-1]:.0f} MB "
