@@ -39,22 +39,6 @@ class ToneKind(enum.IntEnum):
     #: A norm of exactly zero (a dead layer): a short, muffled noise puff, no pitch.
     ZERO = 6
 
-    @property
-    def label(self) -> str:
-        """The state's name in tables and JSON (``"NaN/Inf"`` for the alarm)."""
-        return _LABELS[self]
-
-
-_LABELS = {
-    ToneKind.TONE: "in range",
-    ToneKind.REST: "missing",
-    ToneKind.ALARM: "NaN/Inf",
-    ToneKind.ACCENT: "spike",
-    ToneKind.ABOVE: "above",
-    ToneKind.BELOW: "below",
-    ToneKind.ZERO: "zero",
-}
-
 
 @dataclass(frozen=True, eq=False)
 class Score:
@@ -117,12 +101,8 @@ class Score:
 
     def counts(self) -> np.ndarray:
         """Entries of each kind per voice: shape (kinds, voices), indexed by :class:`ToneKind`."""
-        return self.count_kinds(self.kind, self.kind.shape[1])
-
-    @staticmethod
-    def count_kinds(kind: np.ndarray, voices: int) -> np.ndarray:
-        """Entries of each :class:`ToneKind` per voice in a (steps, voices) array of kinds."""
-        flat = kind.astype(np.int64) * voices + np.arange(voices)
+        voices = self.kind.shape[1]
+        flat = self.kind.astype(np.int64) * voices + np.arange(voices)
         return np.bincount(flat.ravel(), minlength=len(ToneKind) * voices).reshape(len(ToneKind), voices)
 
     def as_dict(self) -> dict[str, Any]:

@@ -237,8 +237,6 @@ class Sounder:
         self._counted_homes: Homes | None = None
         #: Samples of sound scored so far: where the next step starts.
         self.frames = 0
-        #: Cells scored so far of each kind, per voice: shape (kinds, voices), indexed by :class:`ToneKind`.
-        self.counts = np.zeros((len(ToneKind), n_voices), np.int64)
 
     @property
     def sample_rate(self) -> int:
@@ -304,7 +302,6 @@ class Sounder:
         kind[zero] = ToneKind.ZERO
         kind[alarm] = ToneKind.ALARM
         kind[rest] = ToneKind.REST
-        self.counts += Score.count_kinds(kind, self.n_voices)
         gain = synth.loudness_gain(np.where(silent, np.nan, freqs))
         gain[alarm | zero] = 1.0
         gain[rest] = 0.0
