@@ -74,7 +74,7 @@ def latency(browser, recorder: SoundServer, rows: int) -> list[float]:
         page = browser.new_page()
         page.goto(server.url)
         wait_in_page(page, "window.sonify.state.run === 1")
-        page.click("#listen")
+        page.click(".sonify-listen")
         wait_in_page(page, "window.sonify.context.state === 'running'")
         appended: dict[int, float] = {}
         with recorder.capture() as recording:
@@ -119,8 +119,8 @@ def load(browser, recorder: SoundServer, seconds: float, pages: int = 5, rate: f
             page.goto(url)
             wait_in_page(page, "window.sonify.state.run === 1")
             if index:
-                page.check("#mute")  # only the first page is heard: the recording is its sound alone
-            page.click("#listen")
+                page.check(".sonify-mute")  # only the first page is heard: the recording is its sound alone
+            page.click(".sonify-listen")
             wait_in_page(page, "window.sonify.context.state === 'running'")
             opened.append(page)
         memory = [resident_mb(server.pid)]

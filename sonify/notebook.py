@@ -28,7 +28,7 @@ from .rendering import condensed_audio
 from .sound import SoundSettings
 from .stats import RunStats
 
-__all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "wav_bytes"]
+__all__ = ["MAX_SECONDS", "audio", "log_html", "player_html", "replay", "wav_bytes"]
 
 #: Longest sound embedded in a notebook; longer runs are condensed.
 MAX_SECONDS = 60.0
@@ -55,12 +55,17 @@ def audio(log: NormLog, sound: SoundSettings | None = None, max_seconds: float =
     return display.Audio(data=data)
 
 
-def log_html(log: NormLog, sound: SoundSettings | None = None, stats: RunStats | None = None) -> str:
-    """Summary line and player for a norm log (``stats``: the run's exact totals, when ``log`` is condensed)."""
+def replay(log: NormLog, sound: SoundSettings | None = None, stats: RunStats | None = None) -> tuple[bytes, str]:
+    """The log's sound as a WAV (condensed) and its summary line (``stats``: the run's exact totals, when ``log`` is condensed)."""
     data, seconds = wav_bytes(log, sound)
     stats = stats or log.stats()
     alarm = f", NaN/Inf from step {stats.first_nonfinite_step}" if stats.first_nonfinite_step is not None else ""
-    return player_html(data, f"{stats.steps} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound")
+    return data, f"{stats.steps} steps x {len(log.layer_names)} layers{alarm}: {seconds:.1f} s of sound"
+
+
+def log_html(log: NormLog, sound: SoundSettings | None = None, stats: RunStats | None = None) -> str:
+    """Summary line and player for a norm log (``stats``: the run's exact totals, when ``log`` is condensed)."""
+    return player_html(*replay(log, sound, stats))
 
 
 class _NotebookPresenter(NormPresenter):

@@ -128,6 +128,23 @@ class Score:
             values[item.name] = list(value) if isinstance(value, tuple) else value
         return values
 
+    def player_rows(self, norms: np.ndarray, missing: np.ndarray) -> dict[str, Any]:
+        """What a browser player (``sonify serve``'s page, the notebook player) gets for these steps, JSON-ready.
+
+        Per row: the step, and per voice the frequency, gain and kind (what
+        to play: the score, never samples), and the norm for the curves (None
+        where a layer had no gradient or its norm is NaN/Inf).
+        """
+        finite = np.isfinite(norms) & ~missing
+        curves = [[float(v) if ok else None for v, ok in zip(row, oks)] for row, oks in zip(norms.tolist(), finite)]
+        return {
+            "steps": self.steps.tolist(),
+            "frequency": [[None if f != f else f for f in row] for row in self.frequency.tolist()],
+            "gain": self.gain.tolist(),
+            "kind": self.kind.tolist(),
+            "norms": curves,
+        }
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Score:
         """A score from :meth:`as_dict`'s output."""

@@ -79,8 +79,10 @@ PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/player.js": ("player.js", "text/javascript; charset=utf-8"),
     "/synth.js": ("synth.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/page.css": ("page.css", "text/css; charset=utf-8"),
 }
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -169,12 +171,6 @@ def _sse(event_id: int, name: str, data: str) -> bytes:
     return f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
 
 
-def _json_norms(norms: np.ndarray, missing: np.ndarray) -> list[list[float | None]]:
-    """Norms for the page's curves: None where a layer had no gradient or its norm is NaN/Inf."""
-    finite = np.isfinite(norms) & ~missing
-    return [[float(v) if ok else None for v, ok in zip(row, oks)] for row, oks in zip(norms.tolist(), finite)]
-
-
 class _Reader:
     """Follows the source on its own thread and publishes each run and batch of rows as score events."""
 
@@ -254,19 +250,9 @@ class _Reader:
         steps = np.array([row[0] for row in batch], np.int64)
         norms = np.stack([row[1] for row in batch])
         missing = np.stack([row[2] for row in batch])
-        score = sounder.score(norms, missing, steps=steps)
-        curves = _json_norms(norms, missing)
-        kinds = score.kind.tolist()
-        self.hub.rows.extend(zip(steps.tolist(), curves, kinds))
+        data = {"run": run_number} | sounder.score(norms, missing, steps=steps).player_rows(norms, missing)
+        self.hub.rows.extend(zip(data["steps"], data["norms"], data["kind"]))
         self.steps += len(batch)
-        data = {
-            "run": run_number,
-            "steps": steps.tolist(),
-            "frequency": [[None if f != f else f for f in row] for row in score.frequency.tolist()],
-            "gain": score.gain.tolist(),
-            "kind": kinds,
-            "norms": curves,
-        }
         self.hub.publish("steps", data)
 
     def _csv_log(self) -> Path | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _messages
-from ._errors import SonifyParameterError, one_line, renamed_keyword, warn
+from ._errors import SonifyError, SonifyParameterError, one_line, renamed_keyword, warn
 from ._files import check_new_file
 from ._hooks import OptimizerHook, ScalerWatch, ZeroStepHook, unwrap_optimizer
 from ._messages import Part
@@ -41,15 +41,18 @@ from ._recorder import (
 from ._version import __version__
 from .capture import GradientCapture, find_zero_optimizer
 from .layers import GroupSelector, LayerSelector, ParamSelector, group_layers, select_layers
+from .live_notebook import NotebookFeed, in_notebook_kernel
+from .live_notebook import transport as notebook_transport_for
 from .mapping import PitchMap
 from .normfile import NormLogWriter, log_paths
 from .norms import RunDigest
 from .notebook import audio as notebook_audio
 from .notebook import log_html
+from .notebook import replay as notebook_replay
 from .output import check_audio_path
 from .sound import SoundSettings
 from .stats import RunStats
-from .stream import DEFAULT_LATENCY
+from .stream import DEFAULT_LATENCY, output_devices
 
 if TYPE_CHECKING:
     import torch
@@ -113,11 +116,15 @@ class Sonifier:
         ``live=True`` only listens). (``log=`` still works, with a
         deprecation warning: "log" means sending to a tracker everywhere
         else, as in ``log_audio``.)
-    live : bool
+    live : bool or "notebook"
         Play the sound through the sound card while training runs. Training
         never waits for it; when steps come faster than they can sound, the
         newest is played and the others are skipped live (an alarm is never
-        skipped; the files keep every step).
+        skipped; the files keep every step). ``"notebook"``: in a Jupyter
+        notebook, show a player in the cell's output that plays the run in
+        the browser while the cell runs, and replays the whole run when it
+        ends (see :mod:`sonify.live_notebook`). ``True`` in a notebook kernel
+        whose machine has no output device does the same, with a notice.
     output_device : int or str, optional
         The sound card for ``live`` (index or name, see ``sonify devices``);
         the default device if None. (``device=`` still works, with a
@@ -194,7 +201,7 @@ class Sonifier:
         mapping: str | PitchMap | None = None,
         audio: bool = True,
         norm_log: bool = True,
-        live: bool = False,
+        live: bool | str = False,
         output_device: int | str | None = None,
         pace: bool = False,
         latency: float = DEFAULT_LATENCY,
@@ -223,6 +230,8 @@ class Sonifier:
         target, zero = _checked_optimizer(model, optimizer, scaler)
         _check_options(during_backward, live, pace, max_audio_seconds, flush_interval, latency)
         check_options(log_audio_every_n_steps, audio_seconds)
+        live = _live_target(live, output_device)
+        notebook_transport = notebook_transport_for(_notice) if live == "notebook" and _rank() == 0 else None
         self.layers = group_layers(select_layers(model, layers, params), group)
         self.layer_names = [layer.name for layer in self.layers]
         self.sound = (sound or SoundSettings()).replace(**({} if mapping is None else {"mapping": mapping}))
@@ -259,6 +268,7 @@ class Sonifier:
         self._overwrite = overwrite
         self._optimizer = target
         self.live_report: LiveReport | None = None
+        self._notebook: NotebookFeed | None = None
         #: With a run longer than ``max_audio_seconds``: how its audio file was condensed at the end.
         self.audio_condensed: dict[str, Any] | None = None
         self.stats = RunStats(self.layer_names)
@@ -286,6 +296,11 @@ class Sonifier:
         with contextlib.ExitStack() as stack:
             # The sound card first: if it fails, no files are left behind. Live sound has a sounder of its own:
             # it skips steps that the file keeps.
+            if notebook_transport is not None:  # shows the player in the cell's output
+                self._notebook = NotebookFeed(
+                    recording.sounder(len(self.layers), pitch_map), self.layer_names, notebook_transport
+                )
+                stack.callback(self._notebook.abandon)
             self._live = (
                 LiveFeed(
                     LivePlayer(
@@ -293,7 +308,7 @@ class Sonifier:
                     ),
                     pace=pace,
                 )
-                if live
+                if live is True
                 else None
             )
             if self._live is not None:
@@ -381,6 +396,10 @@ class Sonifier:
                 failure = self._live.write(ready, self._steps)
                 if failure is not None:
                     self._report_live_failure(failure)
+            if self._notebook is not None:
+                failure = self._notebook.write(ready)
+                if failure is not None:
+                    self._report_live_failure(failure)
             if self._capture.failure is not None and Part.CAPTURE not in self._recorder.failures:
                 # Every rank learnt it at this step and keeps the collective going: only the recording stops.
                 self._recorder.fail(Part.CAPTURE, self._capture.failure, step=self._steps)
@@ -461,7 +480,13 @@ class Sonifier:
             self.live_report = self._guarded(Part.LIVE, self._live.close, drain=drain)
             if self.live_report is not None and self.live_report.failure is not None:
                 self._report_live_failure(self.live_report.failure)
+        if self._notebook is not None:
+            self._guarded(Part.LIVE, self._notebook.write, remaining)
         self._recorder.close()
+        if self._notebook is not None:  # after the recorder: the replay is the whole run
+            self._guarded(Part.LIVE, self._notebook.close, replay=self._replay)
+            if self._notebook.failure is not None:
+                self._report_live_failure(self._notebook.failure)
         failures = self._recorder.failures
         if self._audio is not None and Part.AUDIO not in failures:
             self._guarded(Part.AUDIO, self._audio.close)
@@ -482,6 +507,12 @@ class Sonifier:
                 self._guarded(Part.SUMMARY, self._writer.write_metadata, summary=self._summary(), closed=True)
         self._report_news()
         return self.stats
+
+    def _replay(self) -> tuple[bytes, str] | tuple[None, str]:
+        """The whole run condensed, as a WAV, and its summary line (the notebook player's replay)."""
+        if self._digest.steps_seen == 0:
+            return None, ""
+        return notebook_replay(self._digest.log(), self.sound, self.stats)
 
     def _condense_audio(self) -> None:
         assert self.max_audio_seconds is not None
@@ -527,6 +558,8 @@ class Sonifier:
             summary["audio_condensed"] = dict(self.audio_condensed)
         if self.live_report is not None:
             summary["live"] = asdict(self.live_report)
+        if self._notebook is not None:
+            summary["notebook"] = self._notebook.report()
         if self._recorder.failures:
             summary["lost"] = dict(self._recorder.failures)
         return summary
@@ -623,13 +656,20 @@ def _checked_optimizer(model: Any, optimizer: Any, scaler: Any) -> tuple[Any, An
 
 
 def _check_options(
-    during_backward: Any, live: bool, pace: bool, max_audio_seconds: Any, flush_interval: Any, latency: Any
+    during_backward: Any, live: Any, pace: bool, max_audio_seconds: Any, flush_interval: Any, latency: Any
 ) -> None:
     """The Sonifier's plain options (the parts check their own: layers, sound, trackers)."""
     if not isinstance(during_backward, bool):
         raise SonifyParameterError(f"during_backward={during_backward!r} is invalid; give True or False")
-    if pace and not live:
-        raise SonifyParameterError("pace=True makes training wait for live sound; it needs live=True")
+    if live not in (True, False, "notebook"):
+        raise SonifyParameterError(
+            f"live={live!r} is invalid; give True (the sound card), 'notebook' (a player in the notebook's cell) or False"
+        )
+    if pace and live is not True:
+        raise SonifyParameterError(
+            "pace=True makes training wait for live sound; it needs live=True (the sound card: "
+            "a notebook's browser cannot tell the kernel how far it has played)"
+        )
     if max_audio_seconds is not None and not (
         isinstance(max_audio_seconds, (int, float)) and math.isfinite(max_audio_seconds) and max_audio_seconds > 0
     ):
@@ -639,6 +679,36 @@ def _check_options(
     for name, value in (("flush_interval", flush_interval), ("latency", latency)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise SonifyParameterError(f"{name}={value!r} is invalid; give a positive number of seconds")
+
+
+def _live_target(live: bool | str, output_device: int | str | None) -> bool | str:
+    """Where live sound goes: the sound card (True), the notebook's player ("notebook"), or nowhere (False).
+
+    ``live=True`` in a notebook kernel whose machine has no output device
+    (Colab, a cluster) plays in the notebook instead, with one notice.
+    """
+    if live == "notebook" and not in_notebook_kernel():
+        raise SonifyParameterError(
+            "live='notebook' plays in a Jupyter notebook's cell, and this is not a notebook kernel; use live=True "
+            "for the sound card, or `sonify serve RUN.norms.csv` to listen in a browser"
+        )
+    if live is True and output_device is None and in_notebook_kernel() and not _has_output_device():
+        _notice(
+            "no audio output device on the kernel's machine: playing live in this notebook instead (live='notebook')"
+        )
+        return "notebook"
+    return live
+
+
+def _has_output_device() -> bool:
+    try:
+        return bool(output_devices())
+    except SonifyError:  # PortAudio missing: no device either
+        return False
+
+
+def _notice(text: str) -> None:
+    warn(text, stacklevel=5)
 
 
 def _choose_files(out: Any, *, audio: bool, log: bool, overwrite: bool) -> tuple[Path, Path, Path]:

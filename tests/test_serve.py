@@ -250,7 +250,7 @@ def test_the_page_is_silent_until_listen_then_plays_each_row_as_it_is_written(br
     assert eval_no_gesture(page, "window.sonify.state.played") == 0
     write_log(log, [])  # the log started over by a new run (its header only, so far): a new run for the page
     wait_in_page(page, "window.sonify.state.run === 2")
-    page.click("#listen")
+    page.click(".sonify-listen")
     wait_in_page(page, "window.sonify.context.state === 'running'")
     with sound_server.capture() as recording:
         writer = subprocess.run(
@@ -337,7 +337,7 @@ def test_a_writer_faster_than_the_sound_is_heard_newest_first_with_every_alarm(b
     page = browser.new_page()
     page.goto(server.url)
     wait_in_page(page, "window.sonify.state.run === 1")
-    page.click("#listen")
+    page.click(".sonify-listen")
     wait_in_page(page, "window.sonify.context.state === 'running'")
     rows, alarms = 1500, {300, 301, 900, 1400}
     before = page.evaluate("window.sonify.counts()")

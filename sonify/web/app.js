@@ -1,295 +1,35 @@
-// The page of `sonify serve`: receives the run's score as Server-Sent Events, plays it, draws it.
-//
-// The browser only synthesizes (synth.js); the score comes from sonify's one sound path on the server.
-// Latency policy, as `play --follow`: every step is played while the sound keeps up (a burst too, when
-// its sound ends before the next burst is due); otherwise the newest step, carrying every alarm and spike
-// of the steps skipped before it, and the skipped steps are counted.
+// The page of `sonify serve`: receives the run's score as Server-Sent Events and hands it to the player
+// (player.js, the same player as the notebook's). Only the stream and the page's header live here.
 
-import { ABOVE, ACCENT, ALARM, BELOW, Synth, ZERO, newestKeepingAlarms, renderOffline } from "./synth.js";
+import { createPlayer, escapeHtml } from "./player.js";
 
 const token = new URLSearchParams(location.search).get("token") || "";
-const LEAD = 0.05; // seconds between scheduling a step and its first sample: one audio callback and some
-const HISTORY = 2000; // steps drawn
-const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-  "#bcbd22", "#17becf"];
-
-const state = {
-  run: 0,
-  layers: [],
-  instrument: null,
-  synth: null,
-  queue: [], // steps received and not yet scheduled
-  nextTime: 0, // the context time where the next step starts
-  lastArrival: null,
-  burstInterval: 0, // seconds between batches of rows, smoothed
-  received: 0,
-  played: 0,
-  skipped: 0,
-  heard: [], // steps played, in order (for tests: the page's own account)
-  playedRows: [], // the newest rows as played (skipped steps folded in), for benchmarks to compare with the sound
-  receivedSteps: [],
-  alarmsReceived: 0,
-  alarmsPlayed: 0,
-  disconnects: 0, // times the stream dropped (the browser reconnects by itself)
-  curves: [], // {step, norms, kind}
-  lastStep: null,
-  serverStatus: { state: "connecting", text: "connecting" },
-  solo: new Set(),
-  muted: new Set(),
-};
-
-// The AudioContext exists from the start (suspended until Listen: the browser's autoplay policy), so that
-// the first steps do not fall into a stream that is still starting.
-const context = new AudioContext({ sampleRate: 44100, latencyHint: "interactive" });
-const master = context.createGain();
-master.connect(context.destination);
 const $ = (id) => document.getElementById(id);
-
-$("listen").addEventListener("click", async () => {
-  if (context.state === "running") {
-    await context.suspend();
-  } else {
-    await context.resume();
-    state.nextTime = 0;
-  }
-  render();
-});
-$("mute").addEventListener("change", setVolume);
-$("volume").addEventListener("input", setVolume);
-function setVolume() {
-  master.gain.setTargetAtTime($("mute").checked ? 0 : Number($("volume").value), context.currentTime, 0.01);
-}
-setVolume();
-context.addEventListener("statechange", render);
-
-// -- the stream ---------------------------------------------------------------------------------
+const player = createPlayer($("player"));
+const { state } = player;
 
 const events = new EventSource(`events?token=${encodeURIComponent(token)}`);
 events.addEventListener("open", () => {
   if (state.serverStatus.state === "connecting" || state.serverStatus.state === "disconnected") {
-    state.serverStatus = { state: "waiting", text: "waiting for the run" };
+    player.setStatus({ state: "waiting", text: "waiting for the run" });
   }
-  render();
 });
 events.addEventListener("error", () => {
   state.disconnects += 1;
-  state.serverStatus = { state: "disconnected", text: "disconnected: reconnecting" };
-  render();
+  player.setStatus({ state: "disconnected", text: "disconnected: reconnecting" });
 });
-events.addEventListener("run", (event) => startRun(JSON.parse(event.data)));
-events.addEventListener("history", (event) => {
+events.addEventListener("run", (event) => {
   const data = JSON.parse(event.data);
-  if (data.run !== state.run) return;
-  data.steps.forEach((step, i) => remember(step, data.norms[i], data.kind[i]));
-  draw();
-});
-events.addEventListener("steps", (event) => receive(JSON.parse(event.data)));
-events.addEventListener("status", (event) => {
-  state.serverStatus = JSON.parse(event.data);
-  render();
-});
-
-function startRun(data) {
-  const fresh = data.run !== state.run;
-  state.run = data.run;
-  state.layers = data.layers;
-  state.instrument = data.instrument;
-  state.synth = new Synth(data.instrument);
-  state.queue = [];
-  if (fresh) state.curves = [];
   $("source").textContent = data.source + (data.current ? ` (${data.current})` : "");
   if (data.runs) {
     $("runs").innerHTML = "runs here: " + data.runs.map((name) =>
       `<span class="${name === data.current ? "current" : ""}">${escapeHtml(name)}</span>`).join(", ");
   }
-  if (state.run > 1) state.serverStatus = { state: "new", text: "a new run started" };
-  layerButtons();
-  render();
-}
-
-function receive(data) {
-  if (data.run !== state.run || !state.synth) return;
-  const now = performance.now() / 1000;
-  if (state.lastArrival !== null) {
-    const gap = now - state.lastArrival;
-    state.burstInterval = state.burstInterval ? 0.8 * state.burstInterval + 0.2 * gap : gap;
-  }
-  state.lastArrival = now;
-  data.steps.forEach((step, i) => {
-    const row = { step, frequency: data.frequency[i], gain: data.gain[i], kind: data.kind[i] };
-    state.received += 1;
-    state.receivedSteps.push(step);
-    if (state.receivedSteps.length > 200000) state.receivedSteps.splice(0, 100000);
-    if (row.kind.includes(ALARM)) state.alarmsReceived += 1;
-    remember(step, data.norms[i], data.kind[i]);
-    if (context.state === "running") state.queue.push(row);
-  });
-  if (state.serverStatus.state === "waiting" || state.serverStatus.state === "new") {
-    state.serverStatus = { state: "running", text: "" };
-  }
-  schedule();
-  drawSoon();
-}
-
-function remember(step, norms, kind) {
-  state.curves.push({ step, norms, kind });
-  if (state.curves.length > HISTORY) state.curves.splice(0, state.curves.length - HISTORY);
-  state.lastStep = step;
-}
-
-// -- playing ------------------------------------------------------------------------------------
-
-function schedule() {
-  if (!state.synth || context.state !== "running" || !state.queue.length) return;
-  const stepDuration = state.synth.stepDuration;
-  const now = context.currentTime;
-  if (state.nextTime < now + LEAD) state.nextTime = now + LEAD;
-  const ahead = state.nextTime - now;
-  if (ahead > LEAD + 2 * stepDuration) return; // enough is queued: decide when it has played
-  const waiting = state.queue.splice(0);
-  // Sound already waiting to play (the lead aside) counts against the time until the next burst is due.
-  const room = Math.max(state.burstInterval, 2 * stepDuration) - (ahead - LEAD);
-  const keep = Math.min(waiting.length, Math.max(1, Math.floor(room / stepDuration)));
-  const skipped = waiting.length - keep;
-  const played = skipped ? [newestKeepingAlarms(waiting.slice(0, skipped + 1)), ...waiting.slice(skipped + 1)]
-    : waiting;
-  state.skipped += skipped;
-  for (const row of played) play(row);
-  render();
-}
-setInterval(schedule, 20);
-
-function play(row) {
-  const { synth, instrument } = state;
-  const gains = state.layers.map((_, v) =>
-    (state.solo.size ? state.solo.has(v) : !state.muted.has(v)) ? 1 : 0);
-  const channels = synth.step(row, gains);
-  const buffer = context.createBuffer(instrument.channels, instrument.step_samples, instrument.sample_rate);
-  channels.forEach((samples, c) => buffer.copyToChannel(samples, c));
-  const source = context.createBufferSource();
-  source.buffer = buffer;
-  source.connect(master);
-  // On the sample grid: a start between two samples is played interpolated, which alters every sample.
-  const frame = Math.round(state.nextTime * context.sampleRate);
-  source.start(frame / context.sampleRate);
-  state.nextTime = (frame + buffer.length) / context.sampleRate;
-  state.played += 1;
-  state.heard.push(row.step);
-  state.playedRows.push(row);
-  if (state.playedRows.length > 20000) state.playedRows.splice(0, 10000);
-  if (state.heard.length > 200000) state.heard.splice(0, 100000);
-  if (row.kind.includes(ALARM)) state.alarmsPlayed += 1;
-}
-
-// -- what the page shows ------------------------------------------------------------------------
-
-function statusText() {
-  const server = state.serverStatus;
-  if (server.state === "failed" || server.state === "disconnected" || server.state === "connecting") {
-    return server.text;
-  }
-  if (server.state === "waiting" && !state.received) return server.text;
-  const parts = [];
-  if (server.state === "ended") parts.push("the run ended");
-  else if (server.state === "new") parts.push("a new run started");
-  if (context.state !== "running") parts.push("press Listen to hear it (sound is suspended)");
-  else if (state.queue.length > 1) parts.push(`behind by ${state.queue.length} steps`);
-  else if (server.state !== "ended") parts.push("listening");
-  if (state.skipped) parts.push(`${state.skipped} skipped`);
-  return parts.join("; ");
-}
-
-function render() {
-  $("status").textContent = statusText();
-  $("step").textContent = `step ${state.lastStep ?? "-"}`;
-  $("listen").textContent = context.state === "running" ? "Pause" : "Listen";
-  $("listen").classList.toggle("on", context.state === "running");
-}
-
-function layerButtons() {
-  const box = $("layers");
-  box.innerHTML = "";
-  state.layers.forEach((name, v) => {
-    const item = document.createElement("span");
-    item.className = "layer";
-    item.innerHTML = `<span class="swatch"></span>${escapeHtml(name)}` +
-      `<button type="button" data-act="solo" title="solo">S</button><button type="button" data-act="mute" title="mute">M</button>`;
-    item.querySelector(".swatch").style.background = COLOURS[v % COLOURS.length]; // CSSOM: allowed by the page's CSP
-    item.querySelectorAll("button").forEach((button) => button.addEventListener("click", () => {
-      const set = button.dataset.act === "solo" ? state.solo : state.muted;
-      if (set.has(v)) set.delete(v); else set.add(v);
-      button.classList.toggle("active", set.has(v));
-    }));
-    box.appendChild(item);
-  });
-}
-
-let drawing = false;
-function drawSoon() {
-  if (drawing) return;
-  drawing = true;
-  setTimeout(() => { drawing = false; draw(); render(); }, 200);
-}
-
-function draw() {
-  const canvas = $("curves");
-  const g = canvas.getContext("2d");
-  const { width, height } = canvas;
-  g.clearRect(0, 0, width, height);
-  const rows = state.curves;
-  if (!rows.length) return;
-  let low = Infinity, high = -Infinity;
-  for (const row of rows) for (const v of row.norms) if (v !== null && v > 0) { low = Math.min(low, v); high = Math.max(high, v); }
-  if (!isFinite(low)) { low = 1e-4; high = 1; }
-  const lo = Math.log10(low) - 0.2, hi = Math.log10(high) + 0.2;
-  const left = 48, bottom = height - 22;
-  const first = rows[0].step, last = rows[rows.length - 1].step;
-  const x = (step) => left + ((step - first) / Math.max(1, last - first)) * (width - left - 8);
-  const y = (v) => bottom - ((Math.log10(v) - lo) / Math.max(1e-9, hi - lo)) * (bottom - 8);
-  g.fillStyle = "#666"; g.font = "11px sans-serif";
-  for (let e = Math.ceil(lo); e <= Math.floor(hi); e += Math.max(1, Math.round((hi - lo) / 6))) {
-    g.fillText(`1e${e}`, 4, y(10 ** e) + 4);
-    g.strokeStyle = "#eee"; g.beginPath(); g.moveTo(left, y(10 ** e)); g.lineTo(width, y(10 ** e)); g.stroke();
-  }
-  g.fillText(`step ${first}`, left, height - 6);
-  g.fillText(`${last}`, width - 40, height - 6);
-  for (const row of rows) {
-    if (row.kind.includes(ALARM)) { // NaN/Inf: a red line across
-      g.strokeStyle = "rgba(220,0,0,0.35)"; g.beginPath(); g.moveTo(x(row.step), 8); g.lineTo(x(row.step), bottom); g.stroke();
-    }
-  }
-  state.layers.forEach((_, v) => {
-    const colour = COLOURS[v % COLOURS.length];
-    g.strokeStyle = colour; g.beginPath();
-    let pen = false;
-    for (const row of rows) {
-      const value = row.norms[v];
-      if (value === null || !(value > 0)) { pen = false; continue; }
-      if (pen) g.lineTo(x(row.step), y(value)); else g.moveTo(x(row.step), y(value));
-      pen = true;
-    }
-    g.stroke();
-    g.fillStyle = colour;
-    for (const row of rows) {
-      const kind = row.kind[v];
-      if (kind === ACCENT) { g.beginPath(); const px = x(row.step), py = y(row.norms[v]); g.moveTo(px, py - 6); g.lineTo(px - 4, py + 2); g.lineTo(px + 4, py + 2); g.fill(); }
-      if (kind === ZERO) g.fillRect(x(row.step) - 0.5, bottom - 4 - 4 * v, 1.5, 4); // zeros: ticks at the bottom
-      if ((kind === ABOVE || kind === BELOW) && row.norms[v] !== null) g.fillRect(x(row.step) - 1.5, y(row.norms[v]) - 1.5, 3, 3);
-    }
-  });
-}
-
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
+  player.startRun(data);
+});
+events.addEventListener("history", (event) => player.history(JSON.parse(event.data)));
+events.addEventListener("steps", (event) => player.receive(JSON.parse(event.data)));
+events.addEventListener("status", (event) => player.setStatus(JSON.parse(event.data)));
 
 // For tests and the curious: the page's own account, and the offline renderer of a whole score.
-window.sonify = {
-  state,
-  context,
-  renderOffline,
-  counts: () => ({ received: state.received, played: state.played, skipped: state.skipped, heard: state.heard.slice(),
-    receivedSteps: state.receivedSteps.slice(), alarmsReceived: state.alarmsReceived, alarmsPlayed: state.alarmsPlayed,
-    status: $("status").textContent, contextState: context.state }),
-};
-render();
+window.sonify = player;
