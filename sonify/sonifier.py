@@ -708,7 +708,7 @@ def _has_output_device() -> bool:
 
 
 def _notice(text: str) -> None:
-    warn(text, stacklevel=5)
+    warn(text, stacklevel=4)  # the line that made the Sonifier
 
 
 def _choose_files(out: Any, *, audio: bool, log: bool, overwrite: bool) -> tuple[Path, Path, Path]:

@@ -119,7 +119,9 @@ def test_the_page_and_the_stream_need_the_token_and_nothing_else_is_served(serve
     assert status in (400, 431, 0)  # oversized header: refused by the standard library's parser (0: the
     # connection was reset while the header was still being sent)
     page = get(f"{base}/?token={server.token}")[1]
-    assert b"<button" in page and b"Listen" in page
+    assert b'id="player"' in page and b'src="app.js"' in page
+    status, player = get(f"{base}/player.js")  # the player, shared with the notebook's
+    assert status == 200 and b"Listen" in player and b"export function createPlayer" in player
 
 
 def test_a_page_gets_the_run_then_each_row_as_a_score(served):

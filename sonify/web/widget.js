@@ -23,7 +23,7 @@ function rowsOf(values, voices, finiteOnly) {
   return rows;
 }
 
-export function decodeSteps(message, buffers) {
+function decodeSteps(message, buffers) {
   const voices = message.voices;
   return {
     run: message.run,

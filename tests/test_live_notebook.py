@@ -1,0 +1,185 @@
+"""The live notebook player (``Sonifier(..., live="notebook")``): real kernels driven by ``jupyter_client``.
+
+The kernel's messages are what any front end (JupyterLab, Notebook 7, VS
+Code, Colab) receives; the test in a real JupyterLab and chromium, with the
+sound recorded, is in ``test_live_notebook_browser.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+import sonify
+from helpers.kernels import Cell, kernel
+from sonify.live_notebook import SEND_INTERVAL, player_bundle
+from sonify.normfile import read_csv_log
+from sonify.score import ToneKind
+
+STEPS = 40
+NAN_AT = 25
+
+
+def training_cell(out, *, steps=STEPS, pause=0.05, nan_at=NAN_AT, live='"notebook"', before="", options="") -> str:
+    """A cell that trains a small model for about ``steps * pause`` seconds with the player (NaN at one step)."""
+    return before + textwrap.dedent(
+        f"""
+        import time, torch, sonify
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4), torch.nn.Linear(4, 2))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        with sonify.Sonifier(model, optimizer, out={str(out)!r}, live={live}{options}) as son:
+            for step in range(1, {steps} + 1):
+                optimizer.zero_grad()
+                model(torch.randn(32, 8)).square().mean().backward()
+                if step == {nan_at}:
+                    model[2].weight.grad[0, 0] = float("nan")
+                optimizer.step()
+                if step == {steps} // 2:
+                    print("halfway", flush=True)
+                time.sleep({pause})
+        print("trained", son.steps)
+        """
+    )
+
+
+def joined(batches):
+    return {key: np.concatenate([b[key] for b in batches]) for key in ("steps", "frequency", "gain", "kind", "norms")}
+
+
+def assert_decodes_to_the_log(batches, log_path):
+    """The batches hold every step of the norm log once, in order, with the log's norms and the one sound path's score."""
+    log = read_csv_log(log_path)
+    got = joined(batches)
+    np.testing.assert_array_equal(got["steps"], log.steps)
+    finite = np.isfinite(log.norms) & ~log.missing
+    np.testing.assert_allclose(got["norms"][finite], log.norms[finite], rtol=1e-9)
+    assert np.isnan(got["norms"][~finite]).all()
+    score = sonify.SoundSettings().sounder(len(log.layer_names)).score(log.norms, log.missing, steps=log.steps)
+    np.testing.assert_array_equal(got["kind"], score.kind)
+    np.testing.assert_allclose(got["frequency"], score.frequency, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(got["gain"], score.gain, rtol=1e-12)
+    alarms = got["steps"][(got["kind"] == ToneKind.ALARM).any(axis=1)]
+    assert alarms[0] == NAN_AT  # the NaN step sounds the alarm (and the run it wrecked, after it)
+
+
+def assert_live(cell: Cell, batches):
+    """Batches came while the cell trained (before its halfway print), and at most about 10 a second."""
+    assert cell.error is None, cell.error
+    halfway = next(i for i, m in enumerate(cell.messages) if m["msg_type"] == "stream" and "halfway" in m["content"]["text"])
+    assert batches[0]["position"] < halfway, "no steps reached the front end before the cell was half done"
+    assert all(b["position"] < cell.idle for b in batches)
+    assert len(batches) >= 5, f"{len(batches)} messages: not a live stream"
+    dates = [datetime.fromisoformat(str(b["date"])).timestamp() for b in batches]
+    gaps = np.diff(dates[:-1])  # the last one is the run's end: sent at once
+    assert gaps.min() >= 0.9 * SEND_INTERVAL, f"messages {gaps.min():.3f} s apart"
+
+
+def test_the_player_code_is_one_module_built_from_the_pages_modules():
+    for last, export in (("widget.js", "export default { render };"), ("display.js", "export function mount(id, run) {")):
+        code = player_bundle(last)
+        assert not re.search(r"^\s*import\b", code, re.MULTILINE), "a relative import was left in the bundle"
+        assert re.findall(r"^export .*", code, re.MULTILINE) == [export]
+        assert "function createPlayer" in code and "class Synth" in code  # the serve page's own player and synth
+
+
+def test_a_cell_streams_the_score_to_the_widget_while_it_trains(tmp_path):
+    with kernel(tmp_path) as k:
+        cell = k.run(training_cell(tmp_path / "run.wav"))
+    assert "trained 40" in cell.stdout, cell.stderr + (cell.error or "")
+    opened = [m for m in cell.of_type("comm_open") if m["content"]["data"]["state"].get("_model_name") == "AnyModel"]
+    assert len(opened) == 1
+    state = opened[0]["content"]["data"]["state"]
+    assert state["run"]["layers"] == ["0", "2", "3"] and state["run"]["instrument"]["step_samples"] > 0
+    assert "createPlayer" in state["_esm"]
+    batches = cell.widget_steps()
+    assert_live(cell, batches)
+    assert_decodes_to_the_log(batches, tmp_path / "run.norms.csv")
+    # At the end: the status says so, and the replay is the whole run as a WAV.
+    updates = [m for m in cell.of_type("comm_msg") if m["content"]["data"].get("method") == "update"]
+    final = updates[-1]
+    assert final["content"]["data"]["state"]["status"]["state"] == "ended"
+    assert bytes(final["buffers"][0])[:4] == b"RIFF" and "40 steps x 3 layers, NaN/Inf from step 25" in str(final["content"])
+    assert "sonify" not in cell.stderr  # no warning: nothing fell back
+
+
+def test_without_anywidget_the_display_updates_play_with_one_notice(tmp_path):
+    # The kernel cannot import anywidget (as on a front end without the widget machinery, or before the extra
+    # is installed): the player is an HTML output, and each batch an update of a second output.
+    with kernel(tmp_path) as k:
+        cell = k.run(training_cell(tmp_path / "run.wav", before="import sys; sys.modules['anywidget'] = None"))
+    assert "trained 40" in cell.stdout, cell.stderr + (cell.error or "")
+    notices = [line for line in cell.stderr.splitlines() if "SonifyWarning" in line and "anywidget" in line]
+    assert len(notices) == 1 and "pip install 'sonify[notebook]'" in notices[0] and "restart the kernel" in notices[0]
+    assert not cell.of_type("comm_open")
+    players = [m for m in cell.of_type("display_data") if "mount(" in m["content"]["data"].get("text/html", "")]
+    assert len(players) == 1 and "function createPlayer" in players[0]["content"]["data"]["text/html"]
+    batches = cell.display_steps()
+    assert_live(cell, batches)
+    assert_decodes_to_the_log(batches, tmp_path / "run.norms.csv")
+    final = cell.of_type("update_display_data")[-1]["content"]["data"]["text/html"]
+    assert "data:audio/wav;base64," in final and '"state":"ended"' in final
+
+
+def test_colab_gets_its_widget_manager_and_every_send_comes_from_the_cells_thread(tmp_path):
+    # A stand-in for google.colab.output, as anywidget's own tests use: Colab shows third-party widgets only
+    # through its custom widget manager, and renders no widget update sent from another thread.
+    stand_in = textwrap.dedent(
+        """
+        import sys, types, threading
+        colab = types.ModuleType("google.colab.output")
+        colab.enabled = 0
+        def enable_custom_widget_manager():
+            colab.enabled += 1
+        colab.enable_custom_widget_manager = enable_custom_widget_manager
+        colab._widgets = types.SimpleNamespace(_installed_url="https://colab.example/widgets.js")
+        sys.modules["google"] = types.ModuleType("google")
+        sys.modules["google.colab"] = types.ModuleType("google.colab")
+        sys.modules["google.colab.output"] = colab
+        import ipykernel.comm.comm as kernel_comm
+        senders = set()
+        original_publish = kernel_comm.BaseComm.publish_msg
+        def publish_msg(self, *args, **kwargs):
+            senders.add(threading.current_thread().name)
+            return original_publish(self, *args, **kwargs)
+        kernel_comm.BaseComm.publish_msg = publish_msg
+        """
+    )
+    with kernel(tmp_path) as k:
+        cell = k.run(training_cell(tmp_path / "run.wav", before=stand_in) + "print('senders', sorted(senders), 'enabled', colab.enabled)")
+    assert "trained 40" in cell.stdout, cell.stderr + (cell.error or "")
+    assert "senders ['MainThread'] enabled 1" in cell.stdout
+    shown = [m for m in cell.of_type("display_data") if "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    assert shown[0]["content"]["metadata"]["application/vnd.jupyter.widget-view+json"] == {
+        "colab": {"custom_widget_manager": {"url": "https://colab.example/widgets.js"}}
+    }
+    assert_decodes_to_the_log(cell.widget_steps(), tmp_path / "run.norms.csv")
+
+
+def test_live_true_without_an_output_device_plays_in_the_notebook_with_one_notice(tmp_path):
+    # No PortAudio in this kernel (as on Colab): live=True cannot reach a sound card.
+    with kernel(tmp_path) as k:
+        cell = k.run(training_cell(tmp_path / "run.wav", live="True", before="import sys; sys.modules['sounddevice'] = None"))
+    assert "trained 40" in cell.stdout, cell.stderr + (cell.error or "")
+    notices = [line for line in cell.stderr.splitlines() if "SonifyWarning" in line and "NaN" not in line]
+    assert len(notices) == 1 and "no audio output device" in notices[0] and "live='notebook'" in notices[0]
+    assert re.match(r"/\S*ipykernel_\d+/\d+\.py:\d+: SonifyWarning", notices[0]), notices[0]  # points at the cell
+    assert_decodes_to_the_log(cell.widget_steps(), tmp_path / "run.norms.csv")
+
+
+def test_live_notebook_outside_a_kernel_is_a_clear_error_before_any_file(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(sonify.SonifyError, match=r"live='notebook' .* not a notebook kernel; use live=True"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live="notebook")
+    with pytest.raises(sonify.SonifyError, match=r"live='speakers' is invalid; give True .*'notebook'"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live="speakers")
+    with pytest.raises(sonify.SonifyError, match=r"pace=True .* needs live=True"):
+        sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live="notebook", pace=True)
+    assert list(tmp_path.iterdir()) == []
