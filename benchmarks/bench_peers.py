@@ -12,6 +12,11 @@ training steps:
   (norm log and WAV written by its own thread; norms read at the step);
 * ``sonify, during backward``: the same with ``during_backward=True``
   (each parameter's norm computed by a hook as its gradient is produced);
+* ``sonify, live="notebook"``: the default Sonifier plus the live notebook
+  player, in an in-process Jupyter kernel (ipykernel's own: real widget
+  comms, messages signed and serialized, no front end): each step appended
+  for the player's thread, a batch sent from the training thread every
+  0.1 s (skipped when ipykernel or anywidget is missing);
 * ``naive loop``: the 2019 habit, a norm and a ``.item()`` per parameter,
   combined into layers in Python. Like with like: every parameter, as
   sonify and the floor read (the 2019 script read only the 4 weights);
@@ -123,9 +128,15 @@ class Variant:
             self.run = peers["wandb"].run
             self.run.watch(self.model, log="gradients", log_freq=1)
         elif name.startswith("sonify"):
-            out = Path(workdir) / f"peers-{model_name}-{batch}-{len(name)}.wav"
+            slug = "".join(c if c.isalnum() else "-" for c in name)  # each variant its own files
+            out = Path(workdir) / f"peers-{model_name}-{batch}-{slug}.wav"
             self.son = sonify.Sonifier(
-                self.model, self.optimizer, out=out, overwrite=True, during_backward=name != "sonify"
+                self.model,
+                self.optimizer,
+                out=out,
+                overwrite=True,
+                during_backward=name == "sonify, during backward",
+                live="notebook" if "notebook" in name else False,
             )
         self.steps(3)  # warm-up
 
@@ -165,6 +176,17 @@ def available_peers(workdir: str) -> tuple[dict[str, Any], list[str]]:
         peers["wandb"] = wandb
     except Exception as exc:
         notes.append(f"wandb.watch skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+    try:
+        from ipykernel.inprocess.manager import InProcessKernelManager
+
+        import sonify.live_notebook
+
+        sonify.live_notebook._widget_class()  # anywidget
+        manager = InProcessKernelManager()
+        manager.start_kernel()
+        peers["kernel"] = manager
+    except Exception as exc:
+        notes.append(f"sonify live='notebook' skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
     return peers, notes
 
 
@@ -179,6 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         peers, notes = available_peers(workdir)
         variants = ["bare", "floor", "sonify", "sonify, during backward", "naive loop"]
+        variants += ['sonify, live="notebook"'] if "kernel" in peers else []
         variants += ["lightning grad_norm"] if "grad_norm" in peers else []
         variants += ["wandb.watch"] if "wandb" in peers else []
         print(
@@ -214,6 +237,8 @@ def main() -> None:
                 )
         if "wandb" in peers:
             peers["wandb"].finish()
+        if "kernel" in peers:
+            peers["kernel"].shutdown_kernel()
     print(
         table(
             ["model", "variant", "median step", "ratio vs bare", "middle half of rounds", "ratio minus floor's"],

@@ -31,7 +31,7 @@ from _common import machine, parse_args, table
 
 import sonify
 from helpers.audio import find_frames, frames_of_rows
-from helpers.browser import launch_chromium
+from helpers.browser import launch_chromium, wait_in_page
 from helpers.virtual_audio import SoundServer
 from sonify.serve import Server
 
@@ -41,14 +41,6 @@ ROOT = Path(__file__).parents[1]
 def sound_server() -> SoundServer:
     """The tests' private PulseAudio server: the one running (PULSE_SERVER set), or a new one of ours."""
     return SoundServer.running_or_new()
-
-
-def wait_in_page(page, expression, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"() => Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(expression)
-        time.sleep(0.05)
 
 
 def write_rows(log: Path, first: int, count: int, rate: float, appended: dict[int, float], nan_every: int = 0):
@@ -73,13 +65,13 @@ def latency(browser, recorder: SoundServer, rows: int) -> list[float]:
     with Server(log, port=0, notice=lambda text: None) as server:
         page = browser.new_page()
         page.goto(server.url)
-        wait_in_page(page, "window.sonify.state.run === 1")
+        wait_in_page(page, "window.sonify.state.run === 1", timeout=60.0)
         page.click(".sonify-listen")
-        wait_in_page(page, "window.sonify.context.state === 'running'")
+        wait_in_page(page, "window.sonify.context.state === 'running'", timeout=60.0)
         appended: dict[int, float] = {}
         with recorder.capture() as recording:
             write_rows(log, 1, rows, 2.0, appended)
-            wait_in_page(page, f"window.sonify.state.played >= {rows}")
+            wait_in_page(page, f"window.sonify.state.played >= {rows}", timeout=60.0)
             time.sleep(0.6)
         played = page.evaluate("window.sonify.state.playedRows")
         page.close()
@@ -117,11 +109,11 @@ def load(browser, recorder: SoundServer, seconds: float, pages: int = 5, rate: f
         for index in range(pages):
             page = browser.new_page()
             page.goto(url)
-            wait_in_page(page, "window.sonify.state.run === 1")
+            wait_in_page(page, "window.sonify.state.run === 1", timeout=60.0)
             if index:
                 page.check(".sonify-mute")  # only the first page is heard: the recording is its sound alone
             page.click(".sonify-listen")
-            wait_in_page(page, "window.sonify.context.state === 'running'")
+            wait_in_page(page, "window.sonify.context.state === 'running'", timeout=60.0)
             opened.append(page)
         memory = [resident_mb(server.pid)]
         rows = int(seconds * rate)
@@ -133,8 +125,8 @@ def load(browser, recorder: SoundServer, seconds: float, pages: int = 5, rate: f
                 writer.join(timeout=1.0)
                 memory.append(resident_mb(server.pid))
             for page in opened:
-                wait_in_page(page, f"window.sonify.state.received >= {rows}")
-                wait_in_page(page, f"window.sonify.state.played + window.sonify.state.skipped >= {rows}")
+                wait_in_page(page, f"window.sonify.state.received >= {rows}", timeout=60.0)
+                wait_in_page(page, f"window.sonify.state.played + window.sonify.state.skipped >= {rows}", timeout=60.0)
             time.sleep(0.6)
         memory.append(resident_mb(server.pid))
         counts = [page.evaluate("window.sonify.counts()") for page in opened]

@@ -15,7 +15,12 @@ How it respects the training loop and the front ends:
   **seconds.** Colab does not render widget updates sent from other threads,
   and ipykernel 7.0.0 lost output from them; so the training thread, which
   runs the cell, sends what is ready when a step finds the interval passed:
-  one message of many steps, never one per step.
+  one message of many steps, never one per step. Where the front end takes
+  messages from any thread (the widget outside Colab and ipykernel 7.0.0),
+  the player's thread also sends what has waited :data:`STALE_SECONDS`: a
+  slow step (seconds on a large model) or a pause is then heard at once,
+  not when the next step comes. One send at a time, in order: a thread that
+  finds the other sending leaves it for later, never waits.
 * **Push only.** While a cell runs the kernel reads nothing from the browser,
   so the player never asks for anything: the run's layers and instrument, the
   status and the replay are pushed like the steps.
@@ -32,6 +37,7 @@ the latter for front ends whose widget manager is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,16 +60,42 @@ from .notebook import player_html
 from .score import Score
 from .sound import Sounder
 
-__all__ = ["INBOX_STEPS", "SEND_INTERVAL", "NotebookFeed", "in_notebook_kernel", "player_bundle", "transport"]
+__all__ = [
+    "INBOX_STEPS",
+    "SEND_INTERVAL",
+    "STALE_SECONDS",
+    "NotebookFeed",
+    "in_notebook_kernel",
+    "player_bundle",
+    "transport",
+]
 
 #: Seconds between two sends at least (about 10 messages a second at most).
 SEND_INTERVAL = 0.1
+#: Seconds a scored batch may wait for the cell's thread before the player's thread sends it (where it may).
+STALE_SECONDS = 0.25
 #: Steps waiting to be scored at most; beyond it the oldest are dropped (the page counts the gap as skipped).
 INBOX_STEPS = 100_000
 #: Scored blocks waiting to be sent at most (a minute of them); beyond it the oldest are dropped.
 OUTBOX_MESSAGES = 600
 #: The environment variable that chooses the transport: "widget" or "display".
 TRANSPORT_VARIABLE = "SONIFY_NOTEBOOK_TRANSPORT"
+
+
+def sends_from_any_thread(transport_name: str) -> bool:
+    """Whether messages sent from a thread other than the cell's reach this front end.
+
+    Not in Colab (widget updates from other threads do not render:
+    googlecolab/colabtools#3373), not under ipykernel 7.0.0 (it lost output
+    from threads: ipykernel#1450), and not as display updates (they belong to
+    the cell whose thread sends them).
+    """
+    ipykernel = sys.modules.get("ipykernel")
+    return (
+        transport_name == "widget"
+        and "google.colab" not in sys.modules
+        and getattr(ipykernel, "__version__", "") != "7.0.0"
+    )
 
 
 def in_notebook_kernel() -> bool:
@@ -304,9 +336,11 @@ class NotebookFeed:
         self.dropped_steps = 0
         self._inbox: deque[StepNorms] = deque()
         self._outbox: deque[Batch] = deque(maxlen=OUTBOX_MESSAGES)
-        self._next_send = 0.0
+        self._last_send = -float("inf")
+        self._any_thread = sends_from_any_thread(transport.name)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one scorer at a time: the thread, or close() after it
+        self._sending = threading.Lock()  # one send at a time, so that messages leave in order
         run = {
             "run": 1,
             "layers": list(layer_names),
@@ -328,29 +362,34 @@ class NotebookFeed:
                 for _ in range(len(self._inbox) - INBOX_STEPS):
                     self._inbox.popleft()
                     self.dropped_steps += 1
-        if self._outbox:
-            now = time.monotonic()
-            if now >= self._next_send:
-                self._next_send = now + SEND_INTERVAL
-                self._send_ready()
+        if self._outbox and time.monotonic() - self._last_send >= SEND_INTERVAL:
+            self._send_ready()
         return self.failure
 
     def _send_ready(self) -> None:
-        batches = []
-        while self._outbox:  # what the scorer made since the last send: one message
-            batches.append(self._outbox.popleft())
-        if not batches:
+        """Send what is scored as one message, unless another thread is sending (then it goes next time)."""
+        if not self._sending.acquire(blocking=False):
             return
         try:
+            batches = []
+            while self._outbox:  # what the scorer made since the last send: one message
+                batches.append(self._outbox.popleft())
+            if not batches:
+                return
+            self._last_send = time.monotonic()
             self.transport.send(batches)
             self.sent_steps += sum(len(score) for score, _, _ in batches)
         except Exception as exc:  # the front end is gone, or a bug: the player stops, training goes on
             self._fail(f"the notebook player stopped ({one_line(exc)})")
+        finally:
+            self._sending.release()
 
     # -- the scoring thread ---------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(SEND_INTERVAL):
             self._score_waiting()
+            if self._any_thread and self._outbox and time.monotonic() - self._last_send >= STALE_SECONDS:
+                self._send_ready()  # the cell's thread has not come by: a slow step, or a pause
 
     def _score_waiting(self) -> None:
         with self._lock:
@@ -384,9 +423,11 @@ class NotebookFeed:
         }
 
     def abandon(self) -> None:
-        """Stop without sending anything more (the Sonifier could not be made)."""
+        """Stop, and say so in the player (the Sonifier could not be made)."""
         self._fail("the run did not start")
         self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self.transport.finish({"state": "failed", "text": "the run did not start"}, None, "")
 
     def close(self, replay: Callable[[], tuple[bytes, str] | tuple[None, str]] | None = None) -> None:
         """Send what is left, say the run ended, and show the replay (from the cell's thread, at the run's end).

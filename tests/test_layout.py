@@ -34,7 +34,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("_pipelines",),  # the file pipeline and the live player
     ("rendering",),  # render(), condensed_audio()
     ("playback", "follow", "comparison", "notebook"),  # play, follow, compare, inline players
-    ("trackers", "serve", "live_notebook"),  # TensorBoard, W&B, MLflow, Lightning loggers, folders; the browser's stream; the notebook player
+    (
+        "trackers",
+        "serve",
+        "live_notebook",
+    ),  # TensorBoard, W&B, MLflow, Lightning loggers, folders; the browser's stream; the notebook player
     ("_recorder",),  # the Sonifier's background thread and its sinks (norm log, audio file, trackers)
     ("sonifier",),  # the Sonifier: the parts above attached to a training loop
     ("integrations", "experiment"),  # Lightning / Hugging Face callbacks; the 2019 experiment

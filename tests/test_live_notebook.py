@@ -15,36 +15,10 @@ import numpy as np
 import pytest
 
 import sonify
-from helpers.kernels import Cell, kernel
+from helpers.kernels import NAN_AT, Cell, in_process_kernel, kernel, training_cell
 from sonify.live_notebook import SEND_INTERVAL, player_bundle
 from sonify.normfile import read_csv_log
 from sonify.score import ToneKind
-
-STEPS = 40
-NAN_AT = 25
-
-
-def training_cell(out, *, steps=STEPS, pause=0.05, nan_at=NAN_AT, live='"notebook"', before="", options="") -> str:
-    """A cell that trains a small model for about ``steps * pause`` seconds with the player (NaN at one step)."""
-    return before + textwrap.dedent(
-        f"""
-        import time, torch, sonify
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4), torch.nn.Linear(4, 2))
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-        with sonify.Sonifier(model, optimizer, out={str(out)!r}, live={live}{options}) as son:
-            for step in range(1, {steps} + 1):
-                optimizer.zero_grad()
-                model(torch.randn(32, 8)).square().mean().backward()
-                if step == {nan_at}:
-                    model[2].weight.grad[0, 0] = float("nan")
-                optimizer.step()
-                if step == {steps} // 2:
-                    print("halfway", flush=True)
-                time.sleep({pause})
-        print("trained", son.steps)
-        """
-    )
 
 
 def joined(batches):
@@ -64,13 +38,15 @@ def assert_decodes_to_the_log(batches, log_path):
     np.testing.assert_allclose(got["frequency"], score.frequency, rtol=1e-12, equal_nan=True)
     np.testing.assert_allclose(got["gain"], score.gain, rtol=1e-12)
     alarms = got["steps"][(got["kind"] == ToneKind.ALARM).any(axis=1)]
-    assert alarms[0] == NAN_AT  # the NaN step sounds the alarm (and the run it wrecked, after it)
+    assert alarms.tolist() == [NAN_AT]  # the NaN step sounds the alarm
 
 
 def assert_live(cell: Cell, batches):
     """Batches came while the cell trained (before its halfway print), and at most about 10 a second."""
     assert cell.error is None, cell.error
-    halfway = next(i for i, m in enumerate(cell.messages) if m["msg_type"] == "stream" and "halfway" in m["content"]["text"])
+    halfway = next(
+        i for i, m in enumerate(cell.messages) if m["msg_type"] == "stream" and "halfway" in m["content"]["text"]
+    )
     assert batches[0]["position"] < halfway, "no steps reached the front end before the cell was half done"
     assert all(b["position"] < cell.idle for b in batches)
     assert len(batches) >= 5, f"{len(batches)} messages: not a live stream"
@@ -80,7 +56,10 @@ def assert_live(cell: Cell, batches):
 
 
 def test_the_player_code_is_one_module_built_from_the_pages_modules():
-    for last, export in (("widget.js", "export default { render };"), ("display.js", "export function mount(id, run) {")):
+    for last, export in (
+        ("widget.js", "export default { render };"),
+        ("display.js", "export function mount(id, run) {"),
+    ):
         code = player_bundle(last)
         assert not re.search(r"^\s*import\b", code, re.MULTILINE), "a relative import was left in the bundle"
         assert re.findall(r"^export .*", code, re.MULTILINE) == [export]
@@ -103,8 +82,42 @@ def test_a_cell_streams_the_score_to_the_widget_while_it_trains(tmp_path):
     updates = [m for m in cell.of_type("comm_msg") if m["content"]["data"].get("method") == "update"]
     final = updates[-1]
     assert final["content"]["data"]["state"]["status"]["state"] == "ended"
-    assert bytes(final["buffers"][0])[:4] == b"RIFF" and "40 steps x 3 layers, NaN/Inf from step 25" in str(final["content"])
+    assert bytes(final["buffers"][0])[:4] == b"RIFF" and "40 steps x 3 layers, NaN/Inf from step 25" in str(
+        final["content"]
+    )
     assert "sonify" not in cell.stderr  # no warning: nothing fell back
+
+
+def test_a_slow_step_is_sent_at_once_not_when_the_next_step_comes(tmp_path):
+    # A large model's step takes seconds; sending only at the next step would delay every step's sound by a
+    # step. Outside Colab the player's own thread sends what the cell's thread has left waiting.
+    code = textwrap.dedent(
+        f"""
+        import time, torch, sonify
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        made = {{}}
+        with sonify.Sonifier(model, optimizer, out={str(tmp_path / "slow.wav")!r}, live="notebook"):
+            for step in range(1, 7):
+                optimizer.zero_grad()
+                model(torch.randn(8, 4)).sum().backward()
+                optimizer.step()
+                made[step] = time.time()
+                time.sleep(1.0)
+        print("made", made)
+        """
+    )
+    with kernel(tmp_path) as k:
+        cell = k.run(code)
+    assert cell.error is None, cell.error
+    made = eval(cell.stdout.split("made", 1)[1])
+    delays = {}
+    for batch in cell.widget_steps():
+        sent = datetime.fromisoformat(str(batch["date"])).timestamp()
+        for step in batch["steps"].tolist():
+            delays[step] = sent - made[step]
+    assert sorted(delays) == list(range(1, 7))
+    assert max(delays.values()) < 0.6, delays  # a step's wait, not the next step's 1 s
 
 
 def test_without_anywidget_the_display_updates_play_with_one_notice(tmp_path):
@@ -150,10 +163,15 @@ def test_colab_gets_its_widget_manager_and_every_send_comes_from_the_cells_threa
         """
     )
     with kernel(tmp_path) as k:
-        cell = k.run(training_cell(tmp_path / "run.wav", before=stand_in) + "print('senders', sorted(senders), 'enabled', colab.enabled)")
+        cell = k.run(
+            training_cell(tmp_path / "run.wav", before=stand_in)
+            + "print('senders', sorted(senders), 'enabled', colab.enabled)"
+        )
     assert "trained 40" in cell.stdout, cell.stderr + (cell.error or "")
     assert "senders ['MainThread'] enabled 1" in cell.stdout
-    shown = [m for m in cell.of_type("display_data") if "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    shown = [
+        m for m in cell.of_type("display_data") if "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
+    ]
     assert shown[0]["content"]["metadata"]["application/vnd.jupyter.widget-view+json"] == {
         "colab": {"custom_widget_manager": {"url": "https://colab.example/widgets.js"}}
     }
@@ -163,7 +181,9 @@ def test_colab_gets_its_widget_manager_and_every_send_comes_from_the_cells_threa
 def test_live_true_without_an_output_device_plays_in_the_notebook_with_one_notice(tmp_path):
     # No PortAudio in this kernel (as on Colab): live=True cannot reach a sound card.
     with kernel(tmp_path) as k:
-        cell = k.run(training_cell(tmp_path / "run.wav", live="True", before="import sys; sys.modules['sounddevice'] = None"))
+        cell = k.run(
+            training_cell(tmp_path / "run.wav", live="True", before="import sys; sys.modules['sounddevice'] = None")
+        )
     assert "trained 40" in cell.stdout, cell.stderr + (cell.error or "")
     notices = [line for line in cell.stderr.splitlines() if "SonifyWarning" in line and "NaN" not in line]
     assert len(notices) == 1 and "no audio output device" in notices[0] and "live='notebook'" in notices[0]
@@ -183,3 +203,160 @@ def test_live_notebook_outside_a_kernel_is_a_clear_error_before_any_file(tmp_pat
     with pytest.raises(sonify.SonifyError, match=r"pace=True .* needs live=True"):
         sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live="notebook", pace=True)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- in this process, with an in-process kernel (ipykernel's own, for tests): the parts that can fail --
+
+
+@pytest.fixture
+def notebook_kernel():
+    """This process as a notebook kernel (real comms, no front end), until the test ends."""
+    with in_process_kernel() as started:
+        yield started
+
+
+def small_run(tmp_path, steps=30, **options):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    son = sonify.Sonifier(model, optimizer, out=tmp_path / "run.wav", live="notebook", **options)
+    return model, optimizer, son
+
+
+def train_steps(model, optimizer, steps, pause=0.0):
+    import time
+
+    import torch
+
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).square().mean().backward()
+        optimizer.step()
+        time.sleep(pause)
+
+
+def test_a_front_end_that_goes_away_stops_the_player_alone_with_one_warning(notebook_kernel, tmp_path):
+    model, optimizer, son = small_run(tmp_path)
+    calls = []
+
+    def gone(*args, **kwargs):
+        calls.append(1)
+        raise OSError("comm closed")
+
+    with son:
+        train_steps(model, optimizer, 10, pause=0.02)
+        son._notebook.transport.widget.send = gone
+        with pytest.warns(
+            sonify.SonifyWarning,
+            match=r"live audio stopped at step \d+: the notebook player stopped \(OSError: comm closed\); training continues",
+        ):
+            train_steps(model, optimizer, 30, pause=0.02)
+    assert len(calls) == 1  # tried once, then never again
+    log = read_csv_log(tmp_path / "run.norms.csv")
+    assert len(log) == 40 and son.failures == {}  # the files have every step
+    assert log.metadata["summary"]["notebook"]["failure"].startswith("the notebook player stopped")
+
+
+def test_the_users_exception_is_theirs_and_the_player_still_ends_with_the_replay(notebook_kernel, tmp_path):
+    model, optimizer, son = small_run(tmp_path)
+    with pytest.raises(KeyError, match="the user's own"), son:
+        train_steps(model, optimizer, 12)
+        raise KeyError("the user's own")
+    widget = son._notebook.transport.widget
+    assert widget.status["state"] == "ended" and widget.replay[:4] == b"RIFF" and widget.caption.startswith("12 steps")
+    assert son._notebook.report()["sent_steps"] == 12
+
+
+def test_a_burst_beyond_the_bound_drops_the_oldest_and_counts_them(notebook_kernel, monkeypatch):
+    import sonify.live_notebook as live_notebook
+    from sonify.norms import StepNorms
+
+    monkeypatch.setattr(live_notebook, "INBOX_STEPS", 1000)
+    sent = []
+
+    class Recording:
+        name = "recording"
+
+        def open(self, run):
+            pass
+
+        def send(self, batches):
+            sent.extend(step for score, _, _ in batches for step in score.steps.tolist())
+
+        def finish(self, status, wav, caption):
+            sent.append(status["state"])
+
+    feed = live_notebook.NotebookFeed(sonify.SoundSettings().sounder(2), ["a", "b"], Recording())
+    burst = [StepNorms(step, np.array([1.0, 2.0]), np.zeros(2, bool)) for step in range(1, 2501)]
+    feed.write(burst)  # one write: more than the bound before the scorer can run
+    feed.close()
+    assert feed.dropped_steps == 1500 and sent == [*range(1501, 2501), "ended"]  # the newest, in order
+
+
+def test_a_bad_transport_choice_is_one_line_before_any_file(notebook_kernel, tmp_path, monkeypatch):
+    monkeypatch.setenv("SONIFY_NOTEBOOK_TRANSPORT", "carrier-pigeon")
+    with pytest.raises(
+        sonify.SonifyError, match=r"SONIFY_NOTEBOOK_TRANSPORT='carrier-pigeon' is invalid; give 'widget', 'display'"
+    ):
+        small_run(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lightning_and_hugging_face_callbacks_play_in_the_notebook(notebook_kernel, tmp_path, working_torchvision):
+    import lightning.pytorch as pl
+    import torch
+    import transformers
+
+    from sonify.integrations.lightning import SonifyCallback
+    from sonify.integrations.transformers import SonifyTrainerCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+        def training_step(self, batch, _):
+            return self.net(batch[0]).square().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(48, 4))
+    callback = SonifyCallback(out=tmp_path / "pl.wav", live="notebook")
+    trainer = pl.Trainer(
+        max_steps=6, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(Module(), torch.utils.data.DataLoader(data, batch_size=8))
+    assert callback.sonifier._notebook.report() == {
+        "transport": "widget",
+        "sent_steps": 6,
+        "dropped_steps": 0,
+        "failure": None,
+    }
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+        def forward(self, inputs, labels=None):
+            logits = self.net(inputs)
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, index):
+            return {"inputs": torch.randn(4), "labels": torch.tensor(index % 2)}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), max_steps=5, per_device_train_batch_size=4, report_to=[],
+        save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    hf = SonifyTrainerCallback(out=tmp_path / "hf.wav", live="notebook")
+    transformers.Trainer(model=Classifier(), args=args, train_dataset=Rows(), callbacks=[hf]).train()
+    assert hf.sonifier._notebook.report()["sent_steps"] == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import sonify
+from helpers.kernels import in_process_kernel
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
@@ -56,7 +58,8 @@ def test_readme_block_runs(index, tmp_path, monkeypatch):
     if "load_norms(" in block:  # a block that re-renders needs a run recorded before it, as the README's order has
         exec(compile(BLOCKS[0], "README.md block 1", "exec"), _namespace())
     namespace = _namespace()
-    exec(code, namespace)
+    with in_process_kernel() if 'live="notebook"' in block else contextlib.nullcontext():  # a notebook's block
+        exec(code, namespace)
     son = namespace.get("son")
     if isinstance(son, sonify.Sonifier):  # a block that only creates one: the reader's loop and close follow
         namespace["train"]()

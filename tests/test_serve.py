@@ -17,7 +17,7 @@ import pytest
 import sonify
 from helpers import ROOT, decode_cells
 from helpers.audio import find_frames, frames_of_rows
-from helpers.browser import eval_no_gesture
+from helpers.browser import eval_no_gesture, wait_in_page
 from sonify.serve import Server
 
 README_MEDIA = os.environ.get("SONIFY_README_MEDIA")  # set: the page's screenshot goes to docs/serve.png
@@ -317,15 +317,6 @@ def test_the_pages_synthesizer_renders_exactly_what_sonify_render_does(browser, 
     pitched = ~np.isnan(python_freqs)
     cents = 1200 * np.abs(np.log2(page_freqs[pitched] / python_freqs[pitched]))
     assert cents.max() < 1.0
-
-
-def wait_in_page(page, expression, timeout=30.0):
-    """Until ``expression`` is true in the page (Playwright's wait_for_function evaluates strings, which the
-    page's Content-Security-Policy forbids; a function call is not)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"() => Boolean({expression})"):
-        assert time.monotonic() < deadline, f"never true in the page: {expression}"
-        time.sleep(0.05)
 
 
 def sonify_read(path):

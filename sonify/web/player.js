@@ -66,11 +66,15 @@ export function createPlayer(root) {
     solo: new Set(),
     muted: new Set(),
     closed: false,
+    endedAt: null, // the context time when the run's end was announced
   };
 
   // The AudioContext exists from the start (suspended until Listen: the browser's autoplay policy), so that
   // the first steps do not fall into a stream that is still starting.
   const context = new AudioContext({ sampleRate: 44100, latencyHint: "interactive" });
+  // Silent until Listen, even where the page may already play (in a notebook, the Shift+Enter that ran the
+  // cell counts as a user gesture): nobody should be startled by a cell's output.
+  if (context.state === "running") context.suspend();
   const master = context.createGain();
   master.connect(context.destination);
 
@@ -136,6 +140,7 @@ export function createPlayer(root) {
   }
 
   function setStatus(status) {
+    if (status.state === "ended" && state.endedAt === null) state.endedAt = context.currentTime;
     state.serverStatus = status;
     render();
   }
@@ -196,7 +201,7 @@ export function createPlayer(root) {
     state.nextTime = (frame + buffer.length) / context.sampleRate;
     state.played += 1;
     state.heard.push(row.step);
-    state.playedRows.push(row);
+    state.playedRows.push({ ...row, at: frame / context.sampleRate }); // at: its start, in context time
     if (state.playedRows.length > 20000) state.playedRows.splice(0, 10000);
     if (state.heard.length > 200000) state.heard.splice(0, 100000);
     if (row.kind.includes(ALARM)) state.alarmsPlayed += 1;

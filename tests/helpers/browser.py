@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # the real binary: /usr/bin/chromium is a wrapper that adds flags
 
@@ -45,3 +46,12 @@ def eval_no_gesture(page, expression: str):
     if "exceptionDetails" in result:
         raise RuntimeError(result["exceptionDetails"])
     return result["result"].get("value")
+
+
+def wait_in_page(page, expression: str, timeout: float = 30.0) -> None:
+    """Until ``expression`` is true in the page (Playwright's wait_for_function evaluates strings, which a
+    page's Content-Security-Policy may forbid; a function call is not)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"never true in the page: {expression}"
+        time.sleep(0.05)

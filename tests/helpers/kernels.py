@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,36 @@ class Cell:
         return batches
 
 
+STEPS = 40
+NAN_AT = 25
+
+
+def training_cell(out, *, steps=STEPS, pause=0.05, nan_at=(NAN_AT,), live='"notebook"', before="", options="") -> str:
+    """A cell that trains a small model for about ``steps * pause`` seconds with the player (NaN at the ``nan_at`` steps)."""
+    return before + textwrap.dedent(
+        f"""
+        import copy, time, torch, sonify
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4), torch.nn.Linear(4, 2))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        with sonify.Sonifier(model, optimizer, out={str(out)!r}, live={live}{options}) as son:
+            for step in range(1, {steps} + 1):
+                optimizer.zero_grad()
+                model(torch.randn(32, 8)).square().mean().backward()
+                if step in {tuple(nan_at)!r}:  # one step's gradient NaN, its update undone
+                    saved = copy.deepcopy(model.state_dict())
+                    model[2].weight.grad[0, 0] = float("nan")
+                optimizer.step()
+                if step in {tuple(nan_at)!r}:
+                    model.load_state_dict(saved)
+                if step == {steps} // 2:
+                    print("halfway", flush=True)
+                time.sleep({pause})
+        print("trained", son.steps)
+        """
+    )
+
+
 class Kernel:
     """A real ipykernel in its own process (the one a notebook front end would start)."""
 
@@ -131,3 +162,84 @@ def kernel(cwd: Path, env: dict[str, str] | None = None) -> Iterator[Kernel]:
         yield started
     finally:
         started.close()
+
+
+@contextlib.contextmanager
+def jupyter_lab(root: Path, token: str = "sonify-tests-token") -> Iterator[str]:
+    """JupyterLab on 127.0.0.1 (a free port, a token) serving ``root``; yields its base URL.
+
+    Its settings, runtime files and workspaces live in a folder of their own (nothing in ~/.jupyter is read
+    or written), news and update toasts are off (they cover cells), and ``window.jupyterapp`` is exposed.
+    JupyterLab takes 4 to 8 s to start on two busy cores (measured in ``../shared/tools/browser/``).
+    """
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+
+    home = Path(tempfile.mkdtemp(prefix="sonify-jupyter-"))
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"checkForUpdates": false, "fetchNews": "false"}')
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        IPYTHONDIR=str(home / "ipython"),
+        JUPYTER_PLATFORM_DIRS="1",
+        PYTHONPATH=str(ROOT),
+    )
+    log = (home / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         f"--LabApp.user_settings_dir={home / 'settings'}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
+         "--LabApp.news_url=", "--allow-root", "--expose-app-in-browser"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"jupyter lab exited with {process.returncode}: {(home / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                urllib.request.urlopen(f"{base}api/status?token={token}", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("jupyter lab did not start in 120 s") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()  # the server shuts its kernels down
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def in_process_kernel() -> Iterator[Any]:
+    """This process as a notebook kernel (ipykernel's in-process kernel: real comms, no front end), then not."""
+    from ipykernel.inprocess.ipkernel import InProcessInteractiveShell
+    from ipykernel.inprocess.manager import InProcessKernelManager
+
+    manager = InProcessKernelManager()
+    manager.start_kernel()
+    try:
+        yield manager.kernel
+    finally:
+        manager.shutdown_kernel()
+        InProcessInteractiveShell.clear_instance()
