@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pytest
 
 import sonify
 from helpers.audio import find_frames, frames_of_rows
@@ -24,43 +25,54 @@ TOKEN = "sonify-tests-token"
 PLAYER = "window.sonifyPlayers && window.sonifyPlayers[0]"
 
 
-def test_jupyterlab_plays_the_run_in_the_cell_while_it_trains(browser, sound_server, tmp_path):
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a folder of notebooks, for the tests of this module."""
+    root = tmp_path_factory.mktemp("notebooks")
+    with jupyter_lab(root, TOKEN) as base:
+        yield base, root
+
+
+def open_and_run(browser, lab, name, code):
+    """A notebook of one cell opened in JupyterLab, its cell run as a user does (click, Shift+Enter)."""
+    base, root = lab
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(code)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, root / name)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(90_000)  # JupyterLab is heavy on two busy cores
+    page.goto(f"{base}lab/tree/{name}?token={TOKEN}")
+    editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
+    editor.wait_for()
+    wait_in_page(page, "jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", 90)
+    editor.click()
+    page.keyboard.press("Shift+Enter")  # as a user runs a cell: this gives the page user activation
+    page.locator(".sonify-listen").wait_for()
+    wait_in_page(page, f"{PLAYER} && window.sonifyPlayers[0].state.instrument !== null", 60)
+    return page
+
+
+def test_jupyterlab_plays_the_run_in_the_cell_while_it_trains(browser, sound_server, lab, tmp_path):
     steps, alarms = 100, (70, 85)
     pause = 2 * sonify.SoundSettings().synthesizer(3).step_duration  # training slower than the sound
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(training_cell(tmp_path / "run.wav", steps=steps, pause=pause, nan_at=alarms))
-    ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "train.ipynb")
-    with jupyter_lab(tmp_path, TOKEN) as base:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(90_000)  # JupyterLab is heavy on two busy cores
-        page.goto(f"{base}lab/tree/train.ipynb?token={TOKEN}")
-        editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
-        editor.wait_for()
-        wait_in_page(page, "jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", 90)
-        editor.click()
-        page.keyboard.press("Shift+Enter")  # as a user runs a cell: this gives the page user activation
-        page.locator(".sonify-listen").wait_for()
-        wait_in_page(page, f"{PLAYER} && window.sonifyPlayers[0].state.instrument !== null", 60)
-        # Silent until Listen, although the Shift+Enter would let the page play.
-        assert eval_no_gesture(page, "window.sonifyPlayers[0].context.state") == "suspended"
-        with sound_server.capture() as recording:
-            page.click(".sonify-listen")
-            wait_in_page(page, "window.sonifyPlayers[0].context.state === 'running'")
-            wait_in_page(page, "window.sonifyPlayers[0].state.endedAt !== null", 120)  # the cell finished
-            wait_in_page(page, "window.sonifyPlayers[0].state.queue.length === 0")
-            # The scheduled sound has played, and gone through chromium's output buffer (2048 frames).
-            wait_in_page(
-                page, "window.sonifyPlayers[0].context.currentTime > window.sonifyPlayers[0].state.nextTime + 0.3"
-            )
-        player = page.evaluate("(() => { const p = window.sonifyPlayers[0]; return { counts: p.counts(), "
-                               "rows: p.state.playedRows, endedAt: p.state.endedAt, replay: "
-                               "document.querySelector('.sonify-replay audio') !== null }; })()")  # fmt: skip
-        if README_MEDIA:
-            page.locator(".sonify-player").first.screenshot(path=str(Path(README_MEDIA) / "notebook.png"))
-        page.close()
+    code = training_cell(tmp_path / "run.wav", steps=steps, pause=pause, nan_at=alarms)
+    page = open_and_run(browser, lab, "train.ipynb", code)
+    # Silent until Listen, although the Shift+Enter would let the page play.
+    assert eval_no_gesture(page, "window.sonifyPlayers[0].context.state") == "suspended"
+    with sound_server.capture() as recording:
+        page.click(".sonify-listen")
+        wait_in_page(page, "window.sonifyPlayers[0].context.state === 'running'")
+        wait_in_page(page, "window.sonifyPlayers[0].state.endedAt !== null", 120)  # the cell finished
+        wait_in_page(page, "window.sonifyPlayers[0].state.queue.length === 0")
+        # The scheduled sound has played, and gone through chromium's output buffer (2048 frames).
+        wait_in_page(page, "window.sonifyPlayers[0].context.currentTime > window.sonifyPlayers[0].state.nextTime + 0.3")
+    player = page.evaluate("(() => { const p = window.sonifyPlayers[0]; return { counts: p.counts(), "
+                           "rows: p.state.playedRows, endedAt: p.state.endedAt, replay: "
+                           "document.querySelector('.sonify-replay audio') !== null }; })()")  # fmt: skip
+    if README_MEDIA:
+        page.locator(".sonify-player").first.screenshot(path=str(Path(README_MEDIA) / "notebook.png"))
+    page.close()
 
     counts, rows = player["counts"], player["rows"]
     assert counts["receivedSteps"] == list(range(1, steps + 1))  # every step reached the page, in order
@@ -92,3 +104,21 @@ def test_jupyterlab_plays_the_run_in_the_cell_while_it_trains(browser, sound_ser
     assert places == sorted(places)
     heard_alarms = {row["step"] for row in heard if 2 in row["kind"]}
     assert len(heard_alarms) == len(alarms)  # every alarm (in its own step, or carried by the next one played)
+
+
+def test_without_widgets_the_display_updates_feed_the_same_player(browser, lab, tmp_path):
+    # A kernel told to use display updates (as for a front end without a widget manager): the player is an
+    # HTML output whose module script JupyterLab runs, and each batch reaches it through a second output.
+    steps = 40
+    before = "import os; os.environ['SONIFY_NOTEBOOK_TRANSPORT'] = 'display'\n"
+    code = training_cell(tmp_path / "run.wav", steps=steps, pause=0.1, before=before)
+    page = open_and_run(browser, lab, "display.ipynb", code)
+    wait_in_page(page, "window.sonifyPlayers[0].state.endedArrival !== null", 120)
+    state = page.evaluate(
+        "(() => { const p = window.sonifyPlayers[0]; return { counts: p.counts(), first: p.state.firstArrival, "
+        "ended: p.state.endedArrival, replay: document.querySelector('audio[src^=\"data:audio/wav\"]') !== null }; })()"
+    )
+    page.close()
+    assert state["counts"]["receivedSteps"] == list(range(1, steps + 1))
+    assert state["ended"] - state["first"] > 2.0  # rows came while the cell ran (about 4 s), not at its end
+    assert "the run ended" in state["counts"]["status"] and state["replay"]

@@ -67,6 +67,8 @@ export function createPlayer(root) {
     muted: new Set(),
     closed: false,
     endedAt: null, // the context time when the run's end was announced
+    firstArrival: null, // page clock (s) of the first steps received, and of the end's announcement
+    endedArrival: null,
   };
 
   // The AudioContext exists from the start (suspended until Listen: the browser's autoplay policy), so that
@@ -123,6 +125,7 @@ export function createPlayer(root) {
       state.burstInterval = state.burstInterval ? 0.8 * state.burstInterval + 0.2 * gap : gap;
     }
     state.lastArrival = now;
+    if (state.firstArrival === null) state.firstArrival = now;
     data.steps.forEach((step, i) => {
       const row = { step, frequency: data.frequency[i], gain: data.gain[i], kind: data.kind[i] };
       state.received += 1;
@@ -140,7 +143,10 @@ export function createPlayer(root) {
   }
 
   function setStatus(status) {
-    if (status.state === "ended" && state.endedAt === null) state.endedAt = context.currentTime;
+    if (status.state === "ended" && state.endedAt === null) {
+      state.endedAt = context.currentTime;
+      state.endedArrival = performance.now() / 1000;
+    }
     state.serverStatus = status;
     render();
   }
