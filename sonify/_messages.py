@@ -91,6 +91,11 @@ def live_stopped(step: int, failure: str, files_kept: bool) -> str:
     return f"live audio stopped at step {step}: {failure}; training continues and {saved}"
 
 
+def notebook_not_shown(reason: str, files_kept: bool) -> str:
+    saved = "the WAV and norm log are still written" if files_kept else "nothing is saved (no files asked for)"
+    return f"the notebook player could not be shown ({reason}); training goes on and {saved}"
+
+
 def step_misused(closed: bool) -> str:
     why = (
         "this Sonifier is closed; create a new one to record more steps"

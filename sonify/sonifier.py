@@ -297,10 +297,13 @@ class Sonifier:
             # The sound card first: if it fails, no files are left behind. Live sound has a sounder of its own:
             # it skips steps that the file keeps.
             if notebook_transport is not None:  # shows the player in the cell's output
-                self._notebook = NotebookFeed(
-                    recording.sounder(len(self.layers), pitch_map), self.layer_names, notebook_transport
-                )
-                stack.callback(self._notebook.abandon)
+                try:
+                    self._notebook = NotebookFeed(
+                        recording.sounder(len(self.layers), pitch_map), self.layer_names, notebook_transport
+                    )
+                    stack.callback(self._notebook.abandon)
+                except Exception as exc:  # a front end that cannot show it: the run and its files go on
+                    warn(_messages.notebook_not_shown(one_line(exc), files_kept=audio or log), stacklevel=2)
             self._live = (
                 LiveFeed(
                     LivePlayer(

@@ -259,6 +259,23 @@ def test_a_front_end_that_goes_away_stops_the_player_alone_with_one_warning(note
     assert log.metadata["summary"]["notebook"]["failure"].startswith("the notebook player stopped")
 
 
+def test_a_player_that_cannot_be_shown_is_one_warning_and_the_run_goes_on(notebook_kernel, tmp_path, monkeypatch):
+    import sonify.live_notebook as live_notebook
+
+    def broken(self, run):
+        raise RuntimeError("no output area")
+
+    monkeypatch.setattr(live_notebook.WidgetTransport, "open", broken)
+    with pytest.warns(
+        sonify.SonifyWarning,
+        match=r"the notebook player could not be shown \(RuntimeError: no output area\); training goes on",
+    ):
+        model, optimizer, son = small_run(tmp_path)
+    with son:
+        train_steps(model, optimizer, 5)
+    assert len(read_csv_log(tmp_path / "run.norms.csv")) == 5 and son._notebook is None
+
+
 def test_the_users_exception_is_theirs_and_the_player_still_ends_with_the_replay(notebook_kernel, tmp_path):
     model, optimizer, son = small_run(tmp_path)
     with pytest.raises(KeyError, match="the user's own"), son:

@@ -42,7 +42,8 @@ def open_and_run(browser, lab, name, code):
     nbformat.write(notebook, root / name)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(90_000)  # JupyterLab is heavy on two busy cores
-    page.goto(f"{base}lab/tree/{name}?token={TOKEN}")
+    # A workspace of its own: JupyterLab would otherwise reopen the notebooks of the tests before it.
+    page.goto(f"{base}lab/workspaces/{Path(name).stem}/tree/{name}?token={TOKEN}&reset")
     editor = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first
     editor.wait_for()
     wait_in_page(page, "jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", 90)
