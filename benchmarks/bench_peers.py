@@ -14,9 +14,9 @@ training steps:
   (each parameter's norm computed by a hook as its gradient is produced);
 * ``sonify, live="notebook"``: the default Sonifier plus the live notebook
   player, in an in-process Jupyter kernel (ipykernel's own: real widget
-  comms, messages signed and serialized, no front end): each step appended
-  for the player's thread, a batch sent from the training thread every
-  0.1 s (skipped when ipykernel or anywidget is missing);
+  comms, no front end): the recorder's thread scores each block for it, and
+  a step that finds one ready sends it (skipped when ipykernel or anywidget
+  is missing);
 * ``naive loop``: the 2019 habit, a norm and a ``.item()`` per parameter,
   combined into layers in Python. Like with like: every parameter, as
   sonify and the floor read (the 2019 script read only the 4 weights);

@@ -23,6 +23,7 @@ class Part(str, enum.Enum):
     AUDIO = "audio"
     SUMMARY = "summary"
     LIVE = "live sound"
+    NOTEBOOK = "notebook player"
     TRACKERS = "trackers"
 
     def __str__(self) -> str:

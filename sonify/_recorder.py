@@ -5,8 +5,8 @@ The training thread only hands finished steps to a queue. The
 into rows, keeps the run's totals (:class:`~sonify.stats.RunStats`), finds
 spikes once (with the run's :class:`~sonify.sound.Sounder`), and gives the
 same :class:`Rows` to every sink through one small interface (:class:`Sink`:
-``write``, ``flush``, ``close``): the norm log, the audio file and the
-trackers. A sink that fails (a full disk, a removed folder) stops alone; the
+``write``, ``flush``, ``close``): the norm log, the audio file, the
+trackers and the live notebook player. A sink that fails (a full disk, a removed folder) stops alone; the
 failure waits in :attr:`Recorder.news` for the training thread to say it,
 and the other sinks go on.
 
@@ -35,6 +35,7 @@ from . import _messages
 from ._errors import SonifyError, one_line
 from ._messages import Part
 from ._pipelines import AudioPipeline, LivePlayer, LiveReport
+from .live_notebook import NotebookFeed
 from .normfile import NormLogWriter
 from .norms import RunDigest, StepNorms, layer_rows
 from .rendering import render
@@ -45,6 +46,7 @@ __all__ = [
     "AudioSink",
     "LiveFeed",
     "NormLogSink",
+    "NotebookSink",
     "Recorder",
     "Rows",
     "Sink",
@@ -147,6 +149,25 @@ class TrackerSink:
     def close(self) -> None:
         if self.trackers is not None:
             self.trackers.finish()
+
+
+class NotebookSink:
+    """Rows into the live notebook player (scored here; sent from the cell's thread, see live_notebook)."""
+
+    part = Part.NOTEBOOK
+    path: Path | None = None
+
+    def __init__(self, feed: NotebookFeed) -> None:
+        self.feed = feed
+
+    def write(self, rows: Rows) -> None:
+        self.feed.add(rows.steps, rows.norms, rows.missing, rows.accents)
+
+    def flush(self) -> None:
+        """Nothing to do: the training thread sends what is ready."""
+
+    def close(self) -> None:
+        """Nothing to do: the Sonifier ends the player after the recorder (its replay is the whole run)."""
 
 
 class LiveFeed:

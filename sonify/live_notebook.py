@@ -8,17 +8,19 @@ latency policy, and when the run ends it becomes a replay of the whole run.
 
 How it respects the training loop and the front ends:
 
-* **The training thread only appends.** Each step's norms go to a bounded
-  buffer (:data:`INBOX_STEPS`). A thread of its own scores them every
-  :data:`SCORE_INTERVAL` seconds with the run's one sound path (a
-  :class:`~sonify.sound.Sounder`) into messages.
+* **Nothing more for the training thread than a clock check.** The
+  Sonifier's recorder thread, which already gets every step and finds the
+  spikes once, gives each block of rows to the player as to the norm log
+  (every flush interval, half a second by default: as soon as ``play
+  --follow`` or ``sonify serve`` would hear it); the player scores them
+  with the run's one sound path (a :class:`~sonify.sound.Sounder`).
 * **Sent from the cell's thread, at most every** :data:`SEND_INTERVAL`
   **seconds.** Colab does not render widget updates sent from other threads,
   and ipykernel 7.0.0 lost output from them; so the training thread, which
   runs the cell, sends what is ready when a step finds the interval passed:
   one message of many steps, never one per step. Where the front end takes
   messages from any thread (the widget outside Colab and ipykernel 7.0.0),
-  the player's thread also sends what has waited :data:`STALE_SECONDS`: a
+  the recorder's thread also sends what has waited :data:`STALE_SECONDS`: a
   slow step (seconds on a large model) or a pause is then heard at once,
   not when the next step comes. One send at a time, in order: a thread that
   finds the other sending leaves it for later, never waits.
@@ -56,13 +58,11 @@ import numpy as np
 
 from ._errors import SonifyParameterError, one_line
 from ._optional import require
-from .norms import StepNorms, layer_rows
 from .notebook import player_html
 from .score import Score
 from .sound import Sounder
 
 __all__ = [
-    "INBOX_STEPS",
     "SEND_INTERVAL",
     "STALE_SECONDS",
     "NotebookFeed",
@@ -73,15 +73,9 @@ __all__ = [
 
 #: Seconds between two sends at least (about 10 messages a second at most).
 SEND_INTERVAL = 0.1
-#: Seconds between the player's thread's wake-ups to score the steps that came. Each wake-up takes the GIL
-#: for a few hundred microseconds, mostly per call, not per step: at 0.1 s, bench_peers measured +0.013 on a
-#: 4 ms step against the plain Sonifier; at 0.25 s, +0.000. The page's latency policy plays such bursts whole.
-SCORE_INTERVAL = 0.25
-#: Seconds a scored batch may wait for the cell's thread before the player's thread sends it (where it may).
+#: Seconds a scored batch may wait for the cell's thread before the recorder's thread sends it (where it may).
 STALE_SECONDS = 0.25
-#: Steps waiting to be scored at most; beyond it the oldest are dropped (the page counts the gap as skipped).
-INBOX_STEPS = 100_000
-#: Scored blocks waiting to be sent at most (a minute of them); beyond it the oldest are dropped.
+#: Scored blocks waiting to be sent at most (five minutes of them); beyond it the oldest are dropped.
 OUTBOX_MESSAGES = 600
 #: The environment variable that chooses the transport: "widget" or "display".
 TRANSPORT_VARIABLE = "SONIFY_NOTEBOOK_TRANSPORT"
@@ -319,7 +313,13 @@ def _installed_after_start(distribution: str) -> bool:
 
 
 class NotebookFeed:
-    """The run's steps to the notebook player: appended by the training thread, scored here, sent from the cell.
+    """The run's scores to the notebook player: made on the recorder's thread, sent from the cell's.
+
+    The Sonifier's recorder gives it each block of rows (with the spikes it
+    found once), as it gives them to the norm log and the audio file;
+    :meth:`add` scores them with the player's own sounder. The training
+    thread calls :meth:`poll` at each step, which sends what is ready when
+    :data:`SEND_INTERVAL` has passed since the last send.
 
     Parameters
     ----------
@@ -339,12 +339,9 @@ class NotebookFeed:
         self.failure: str | None = None
         self.sent_steps = 0
         self.dropped_steps = 0
-        self._inbox: deque[StepNorms] = deque()
         self._outbox: deque[Batch] = deque(maxlen=OUTBOX_MESSAGES)
         self._last_send = -float("inf")
         self._any_thread = sends_from_any_thread(transport.name)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()  # one scorer at a time: the thread, or close() after it
         self._sending = threading.Lock()  # one send at a time, so that messages leave in order
         run = {
             "run": 1,
@@ -353,20 +350,22 @@ class NotebookFeed:
             "source": "this notebook's run",
         }
         transport.open(run)
-        self._thread = threading.Thread(target=self._run, name="sonify-notebook", daemon=True)
-        self._thread.start()
+
+    # -- the recorder's thread ------------------------------------------------------------------
+    def add(self, steps: np.ndarray, norms: np.ndarray, missing: np.ndarray, accents: np.ndarray) -> None:
+        """Score a block of rows for the player; where the front end allows, send it if the cell has not."""
+        if self.failure is not None:
+            return
+        score = self.sounder.score(norms, missing, accents, steps=steps)
+        if len(self._outbox) == OUTBOX_MESSAGES:  # nothing sent for a long time: the oldest goes
+            self.dropped_steps += len(self._outbox[0][0])
+        self._outbox.append((score, norms, missing))
+        if self._any_thread and time.monotonic() - self._last_send >= STALE_SECONDS:
+            self._send_ready()  # the cell's thread has not come by: a slow step, or a pause
 
     # -- the training thread --------------------------------------------------------------------
-    def write(self, items: Sequence[StepNorms]) -> str | None:
-        """Hand finished steps over; send what is scored when the interval has passed. Returns a failure."""
-        if self.failure is not None:
-            return self.failure
-        if items:
-            self._inbox.extend(items)
-            if len(self._inbox) > INBOX_STEPS:  # the scorer cannot keep up: the oldest go
-                for _ in range(len(self._inbox) - INBOX_STEPS):
-                    self._inbox.popleft()
-                    self.dropped_steps += 1
+    def poll(self) -> str | None:
+        """At each step: send what is scored when the interval has passed. Returns why the player stopped."""
         if self._outbox and time.monotonic() - self._last_send >= SEND_INTERVAL:
             self._send_ready()
         return self.failure
@@ -377,7 +376,7 @@ class NotebookFeed:
             return
         try:
             batches = []
-            while self._outbox:  # what the scorer made since the last send: one message
+            while self._outbox:  # what was scored since the last send: one message
                 batches.append(self._outbox.popleft())
             if not batches:
                 return
@@ -385,43 +384,10 @@ class NotebookFeed:
             self.transport.send(batches)
             self.sent_steps += sum(len(score) for score, _, _ in batches)
         except Exception as exc:  # the front end is gone, or a bug: the player stops, training goes on
-            self._fail(f"the notebook player stopped ({one_line(exc)})")
+            self.failure = f"the notebook player stopped ({one_line(exc)})"
+            self._outbox.clear()
         finally:
             self._sending.release()
-
-    # -- the scoring thread ---------------------------------------------------------------------
-    def _run(self) -> None:
-        # Below training in the OS's eyes: on a machine of few cores the scorer then never takes a core from
-        # torch's own threads (Linux gives each thread its own nice value; elsewhere this does nothing).
-        with contextlib.suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        while not self._stop.wait(SCORE_INTERVAL):
-            self._score_waiting()
-            if self._any_thread and self._outbox and time.monotonic() - self._last_send >= STALE_SECONDS:
-                self._send_ready()  # the cell's thread has not come by: a slow step, or a pause
-
-    def _score_waiting(self) -> None:
-        with self._lock:
-            try:
-                items = []
-                while self._inbox:
-                    items.append(self._inbox.popleft())
-                if not items:
-                    return
-                steps, norms, missing = layer_rows(items)
-                score = self.sounder.score(norms, missing, steps=steps)
-                if len(self._outbox) == OUTBOX_MESSAGES:  # nothing sent for a minute: the oldest goes
-                    self.dropped_steps += len(self._outbox[0][0])
-                self._outbox.append((score, norms, missing))
-            except Exception as exc:
-                self._fail(f"the notebook player stopped ({one_line(exc)})")
-
-    def _fail(self, reason: str) -> None:
-        if self.failure is None:
-            self.failure = reason
-            self._stop.set()
-            self._inbox.clear()
-            self._outbox.clear()
 
     # -- the end --------------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
@@ -434,26 +400,24 @@ class NotebookFeed:
         }
 
     def abandon(self) -> None:
-        """Stop, and say so in the player (the Sonifier could not be made)."""
-        self._fail("the run did not start")
-        self._thread.join(timeout=10)
+        """Say in the player that the run did not start (the Sonifier could not be made)."""
+        self.failure = "the run did not start"
         with contextlib.suppress(Exception):
             self.transport.finish({"state": "failed", "text": "the run did not start"}, None, "")
 
     def close(self, replay: Callable[[], tuple[bytes, str] | tuple[None, str]] | None = None) -> None:
         """Send what is left, say the run ended, and show the replay (from the cell's thread, at the run's end).
 
-        ``replay`` gives the whole run's WAV (condensed) and its caption.
+        Call it after the recorder has given every row. ``replay`` gives the
+        whole run's WAV (condensed) and its caption.
         """
-        self._stop.set()
-        self._thread.join(timeout=10)
         if self.failure is None:
-            self._score_waiting()
             self._send_ready()
         if self.failure is not None:
             return
         wav, caption = replay() if replay is not None else (None, "")
-        ended = {"state": "ended", "text": "the run ended; the whole run is below"}
-        if wav is None:
-            ended["text"] = "the run ended"
+        ended = {
+            "state": "ended",
+            "text": "the run ended; the whole run is below" if wav is not None else "the run ended",
+        }
         self.transport.finish(ended, wav, caption)

@@ -32,6 +32,7 @@ from ._recorder import (
     AudioSink,
     LiveFeed,
     NormLogSink,
+    NotebookSink,
     Recorder,
     Sink,
     TrackerSink,
@@ -344,6 +345,8 @@ class Sonifier:
                 sinks.append(NormLogSink(self._writer))
             if self._audio is not None:
                 sinks.append(self._audio)
+            if self._notebook is not None:
+                sinks.append(NotebookSink(self._notebook))
             if self.rank == 0:
                 sinks.append(TrackerSink(self._digest, self._trackers, self.layer_names))
             paths = {str(Part.SUMMARY): self.meta_path if self._writer is not None else None}
@@ -400,7 +403,7 @@ class Sonifier:
                 if failure is not None:
                     self._report_live_failure(failure)
             if self._notebook is not None:
-                failure = self._notebook.write(ready)
+                failure = self._notebook.poll()
                 if failure is not None:
                     self._report_live_failure(failure)
             if self._capture.failure is not None and Part.CAPTURE not in self._recorder.failures:
@@ -483,11 +486,9 @@ class Sonifier:
             self.live_report = self._guarded(Part.LIVE, self._live.close, drain=drain)
             if self.live_report is not None and self.live_report.failure is not None:
                 self._report_live_failure(self.live_report.failure)
-        if self._notebook is not None:
-            self._guarded(Part.LIVE, self._notebook.write, remaining)
         self._recorder.close()
-        if self._notebook is not None:  # after the recorder: the replay is the whole run
-            self._guarded(Part.LIVE, self._notebook.close, replay=self._replay)
+        if self._notebook is not None and Part.NOTEBOOK not in self._recorder.failures:  # every row is scored now
+            self._guarded(Part.NOTEBOOK, self._notebook.close, replay=self._replay)
             if self._notebook.failure is not None:
                 self._report_live_failure(self._notebook.failure)
         failures = self._recorder.failures

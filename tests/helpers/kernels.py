@@ -94,7 +94,7 @@ STEPS = 40
 NAN_AT = 25
 
 
-def training_cell(out, *, steps=STEPS, pause=0.05, nan_at=(NAN_AT,), live='"notebook"', before="", options="") -> str:
+def training_cell(out, *, steps=STEPS, pause=0.1, nan_at=(NAN_AT,), live='"notebook"', before="", options="") -> str:
     """A cell that trains a small model for about ``steps * pause`` seconds with the player (NaN at the ``nan_at`` steps)."""
     return before + textwrap.dedent(
         f"""
