@@ -305,7 +305,7 @@ def _installed_after_start(distribution: str) -> bool:
             float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
         )
         return installed > boot + started_ticks / ticks + 1.0
-    except (OSError, ValueError, StopIteration, AttributeError, IndexError):
+    except (ImportError, OSError, ValueError, StopIteration, AttributeError, IndexError):  # ImportError: not installed
         return False
 
 

@@ -380,3 +380,18 @@ def test_lightning_and_hugging_face_callbacks_play_in_the_notebook(notebook_kern
     hf = SonifyTrainerCallback(out=tmp_path / "hf.wav", live="notebook")
     transformers.Trainer(model=Classifier(), args=args, train_dataset=Rows(), callbacks=[hf]).train()
     assert hf.sonifier._notebook.report()["sent_steps"] == 5
+
+
+def test_a_package_installed_after_the_kernel_started_is_told_apart(tmp_path, monkeypatch):
+    # anywidget pip-installed into a running kernel imports, but the page's widget manager has not loaded it:
+    # sonify then plays through display updates and says a restart is needed. Told by the install's RECORD.
+    from sonify.live_notebook import _installed_after_start
+
+    info = tmp_path / "latecomer-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: latecomer\nVersion: 1.0\n")
+    (info / "RECORD").write_text("latecomer-1.0.dist-info/METADATA,,\nlatecomer-1.0.dist-info/RECORD,,\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _installed_after_start("latecomer")  # written just now, long after this process started
+    assert not _installed_after_start("anywidget")  # installed before the tests ran
+    assert not _installed_after_start("no-such-package")
