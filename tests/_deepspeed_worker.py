@@ -264,6 +264,7 @@ def main() -> None:
     {"grid": grid, "attach": attach, "disk": disk, "broken": broken, "hf": hf}[mode](out, rank)
     dist.barrier()
     dist.destroy_process_group()
+    print(f"rank {rank}: finished", flush=True)  # all of sonify's and torch.distributed's work is done
 
 
 if __name__ == "__main__":

